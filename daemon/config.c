@@ -1,0 +1,650 @@
+/*
+ * config - postern.conf: Lua syntax, evaluated in a sandbox, one table row per key
+ *
+ * The file is a Lua chunk whose _ENV is an empty table with two metamethods:
+ * __newindex checks an assignment against global_keys[] and stores it in the
+ * struct config being built; __index finds the few safe library functions
+ * and the values already set (so `dir = spool_dir .. "/x"` works). The
+ * function `listener` returns a closure that takes the listener's table and
+ * checks each field against listener_keys[]. The evaluation runs under an
+ * instruction budget and a memory cap, so a config cannot hang or balloon the
+ * daemon at start or at SIGHUP.
+ */
+#include <errno.h>
+#include <limits.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <lauxlib.h>
+#include <lua.h>
+#include <lualib.h>
+
+#include "config.h"
+#include "log.h"
+#include "util/buf.h"
+#include "util/xalloc.h"
+
+#define CONFIG_INSTRUCTION_LIMIT (10 * 1000 * 1000)	/* a config is a few dozen lines */
+#define CONFIG_MEMORY_LIMIT	(32 * 1024 * 1024)	/* ... and needs little memory */
+
+enum key_type {
+	KT_STRING,		/* any string */
+	KT_INT,			/* integer within [min, max] */
+	KT_SECONDS,		/* number of seconds, stored in ms */
+	KT_SIZE,		/* bytes: 1048576, "1024k", "10M", "1G" */
+	KT_PROTOCOL,		/* "smtp" or "lmtp", stored as is_lmtp */
+	KT_ENDPOINT,		/* "address:port", resolved at load */
+	KT_NETLIST,		/* list of networks: { "127.0.0.0/8", "::1" } */
+	KT_LOGLEVEL,		/* debug, info, warn, error */
+};
+
+struct key {
+	const char *name;	/* as written in the file */
+	enum key_type type;	/* how the value is read */
+	size_t	offset;		/* where it lands in its struct */
+	const char *def;	/* default as it would be written; NULL = required/none */
+	long	min, max;	/* bounds for numbers (ms for seconds, bytes for sizes) */
+	const char *doc;	/* one line for postern.conf(5) */
+};
+
+#define G(f) offsetof(struct config, f)
+#define L(f) offsetof(struct listener_cfg, f)
+
+static const struct key global_keys[] = {
+	{ "user", KT_STRING, G(user), NULL, 0, 0,
+	  "user to run as after binding; required when started as root" },
+	{ "group", KT_STRING, G(group), NULL, 0, 0,
+	  "group to run as; default: the user's login group" },
+	{ "spool_dir", KT_STRING, G(spool_dir), SPOOL_DIR, 0, 0,
+	  "directory of the per-worker spool files (never shared with other programs)" },
+	{ "hostname", KT_STRING, G(hostname), NULL, 0, 0,
+	  "our name in greetings and Received: lines; default: the system's host name" },
+	{ "log_level", KT_LOGLEVEL, G(log_level), "info", 0, 0,
+	  "debug, info, warn or error" },
+	{ "syslog_facility", KT_STRING, G(syslog_facility), "mail", 0, 0,
+	  "syslog facility when not running in the foreground" },
+	{ "drain_timeout", KT_SECONDS, G(drain_timeout_ms), "60", 1, 86400000,
+	  "SIGTERM: seconds sessions in progress may take to finish" },
+	{ NULL, 0, 0, NULL, 0, 0, NULL },
+};
+
+static const struct key listener_keys[] = {
+	{ "listen", KT_ENDPOINT, L(listen), NULL, 0, 0,
+	  "address:port the MTA delivers to (required)" },
+	{ "protocol", KT_PROTOCOL, L(is_lmtp), "smtp", 0, 0,
+	  "smtp or lmtp (one reply per recipient after the data)" },
+	{ "forward", KT_ENDPOINT, L(forward), NULL, 0, 0,
+	  "address:port accepted mail is reinjected to over SMTP (required)" },
+	{ "workers", KT_INT, L(workers), "4", 1, 1024,
+	  "processes, hence concurrent sessions, for this listener" },
+	{ "allow", KT_NETLIST, L(allow), NULL, 0, 0,
+	  "client networks that may connect; default loopback only; others get 554 5.7.1" },
+	{ "max_message_size", KT_SIZE, L(max_message_size), "64M", 1024, LONG_MAX,
+	  "largest message accepted; larger ones get 552 5.3.4" },
+	{ "max_recipients", KT_INT, L(max_recipients), "1000", 1, 1000000,
+	  "recipients per transaction; more get 452 4.5.3" },
+	{ "smtp_line_limit", KT_SIZE, L(smtp_line_limit), "2048", 512, 1048576,
+	  "longest command line; longer ones get 500 5.5.2" },
+	{ "max_errors", KT_INT, L(max_errors), "20", 1, 100000,
+	  "client errors in one session before 421 4.7.0 and disconnect" },
+	{ "command_timeout", KT_SECONDS, L(command_timeout_ms), "300", 1, 86400000,
+	  "seconds to wait for the next command; then 421 4.4.2" },
+	{ "data_timeout", KT_SECONDS, L(data_timeout_ms), "300", 1, 86400000,
+	  "seconds to wait for each piece of message data; then 421 4.4.2" },
+	{ "forward_connect_timeout", KT_SECONDS, L(forward_connect_timeout_ms), "30", 1, 86400000,
+	  "seconds to connect to forward and read its greeting" },
+	{ "forward_timeout", KT_SECONDS, L(forward_timeout_ms), "600", 1, 86400000,
+	  "seconds to wait for each reply from forward (600: Postfix's data-done timeout)" },
+	{ "forward_cache_time", KT_SECONDS, L(forward_cache_ms), "5", 0, 3600000,
+	  "seconds an idle connection to forward is kept for the next message (0: never)" },
+	{ "max_sessions", KT_INT, L(max_sessions), "1000", 1, 100000000,
+	  "a worker is replaced after this many sessions (bounds any slow leak)" },
+	{ NULL, 0, 0, NULL, 0, 0, NULL },
+};
+
+struct loader {
+	struct config *cfg;	/* being built */
+	size_t	mem_used;	/* bytes the Lua state holds */
+	long	steps;		/* instruction budget spent, in hook calls */
+};
+
+/* find_key - the row for name, or NULL */
+static const struct key *
+find_key(const struct key *keys, const char *name)
+{
+	for (const struct key *k = keys; k->name != NULL; k++)
+		if (strcmp(k->name, name) == 0)
+			return k;
+	return NULL;
+}
+
+/* parse_size - "10M" and friends into bytes; -1 if malformed */
+static long
+parse_size(const char *s)
+{
+	char *end;
+	long long v;
+
+	errno = 0;
+	v = strtoll(s, &end, 10);
+	if (end == s || errno != 0 || v < 0)
+		return -1;
+	switch (*end) {
+	case 'k': case 'K': v *= 1024; end++; break;
+	case 'm': case 'M': v *= 1024 * 1024; end++; break;
+	case 'g': case 'G': v *= 1024LL * 1024 * 1024; end++; break;
+	}
+	if (*end == 'B' || *end == 'b')
+		end++;
+	if (*end != '\0' || v > LONG_MAX)
+		return -1;
+	return (long)v;
+}
+
+/* number_of - a Lua number or numeric string at idx; false if neither */
+static bool
+number_of(lua_State *L, int idx, double *out)
+{
+	int isnum;
+
+	if (lua_type(L, idx) != LUA_TNUMBER && lua_type(L, idx) != LUA_TSTRING)
+		return false;
+	*out = lua_tonumberx(L, idx, &isnum);
+	return isnum != 0;
+}
+
+/* store_string - replace the string at slot */
+static void
+store_string(void *slot, const char *s)
+{
+	char **p = slot;
+
+	free(*p);
+	*p = xstrdup(s);
+}
+
+/* set_netlist - an allow list from a string or a table of strings */
+static const char *
+set_netlist(lua_State *L, int idx, struct listener_cfg *lc)
+{
+	static char err[200];
+	size_t n;
+
+	if (lua_type(L, idx) == LUA_TSTRING) {
+		lua_newtable(L);
+		lua_pushvalue(L, idx);
+		lua_rawseti(L, -2, 1);
+		idx = lua_gettop(L);
+	}
+	if (lua_type(L, idx) != LUA_TTABLE)
+		return "expected a list of networks, e.g. { \"127.0.0.0/8\", \"::1\" }";
+	n = lua_rawlen(L, idx);
+	free(lc->allow);
+	lc->allow = xreallocarray(NULL, n ? n : 1, sizeof(*lc->allow));
+	lc->allow_count = 0;
+	for (size_t i = 1; i <= n; i++) {
+		const char *s;
+
+		lua_rawgeti(L, idx, (lua_Integer)i);
+		s = lua_tostring(L, -1);
+		if (lua_type(L, -1) != LUA_TSTRING || cidr_parse(s, &lc->allow[lc->allow_count]) < 0) {
+			snprintf(err, sizeof(err), "entry %zu is not a network (address or address/bits)", i);
+			lua_pop(L, 1);
+			return err;
+		}
+		lc->allow_count++;
+		lua_pop(L, 1);
+	}
+	lc->allow_set = true;
+	return NULL;
+}
+
+/*
+ * set_value - check the Lua value at idx against row k and store it in base
+ *
+ * Returns NULL, or a static message saying what was expected.
+ */
+static const char *
+set_value(lua_State *L, int idx, const struct key *k, void *base)
+{
+	static char err[300];
+	void *slot = (char *)base + k->offset;
+	const char *s = NULL;
+	double d;
+	long v;
+
+	if (k->type != KT_NETLIST && k->type != KT_INT && k->type != KT_SECONDS &&
+	    k->type != KT_SIZE && lua_type(L, idx) != LUA_TSTRING)
+		return "expected a string";
+	if (lua_type(L, idx) == LUA_TSTRING)
+		s = lua_tostring(L, idx);
+	switch (k->type) {
+	case KT_STRING:
+		store_string(slot, s);
+		return NULL;
+	case KT_LOGLEVEL:
+		if (strcmp(s, "debug") && strcmp(s, "info") && strcmp(s, "warn") && strcmp(s, "error"))
+			return "expected \"debug\", \"info\", \"warn\" or \"error\"";
+		store_string(slot, s);
+		return NULL;
+	case KT_PROTOCOL:
+		if (strcmp(s, "smtp") != 0 && strcmp(s, "lmtp") != 0)
+			return "expected \"smtp\" or \"lmtp\"";
+		*(long *)slot = strcmp(s, "lmtp") == 0;
+		return NULL;
+	case KT_ENDPOINT: {
+		struct listener_cfg *lc = base;
+		struct endpoint *ep = k->offset == L(listen) ? &lc->listen_ep : &lc->forward_ep;
+		const char *why;
+
+		if (net_parse_endpoint(s, ep, &why) < 0) {
+			snprintf(err, sizeof(err), "'%s': %s", s, why);
+			return err;
+		}
+		store_string(slot, s);
+		return NULL;
+	}
+	case KT_NETLIST:
+		return set_netlist(L, idx, base);
+	case KT_INT:
+		if (!number_of(L, idx, &d) || d != (double)(long)d)
+			return "expected a whole number";
+		v = (long)d;
+		break;
+	case KT_SECONDS:
+		if (!number_of(L, idx, &d) || d < 0 || d > 1e8)
+			return "expected a number of seconds";
+		v = (long)(d * 1000 + 0.5);
+		break;
+	case KT_SIZE:
+		if (lua_type(L, idx) == LUA_TSTRING)
+			v = parse_size(s);
+		else if (number_of(L, idx, &d) && d >= 0 && d == (double)(long)d)
+			v = (long)d;
+		else
+			v = -1;
+		if (v < 0)
+			return "expected a size in bytes (a number, or a string such as \"10M\")";
+		break;
+	default:
+		return "internal: unknown key type";
+	}
+	if (v < k->min || v > k->max) {
+		if (k->type == KT_SECONDS)
+			snprintf(err, sizeof(err), "must be from %g to %g seconds", k->min / 1000.0,
+				 k->max / 1000.0);
+		else
+			snprintf(err, sizeof(err), "must be from %ld to %ld", k->min, k->max);
+		return err;
+	}
+	*(long *)slot = v;
+	return NULL;
+}
+
+/* apply_defaults - set every row that has a default, through set_value */
+static void
+apply_defaults(lua_State *L, const struct key *keys, void *base)
+{
+	for (const struct key *k = keys; k->name != NULL; k++) {
+		const char *why;
+
+		if (k->def == NULL || k->type == KT_ENDPOINT)
+			continue;
+		lua_pushstring(L, k->def);
+		if ((why = set_value(L, lua_gettop(L), k, base)) != NULL)
+			log_panic("default of %s: %s", k->name, why);
+		lua_pop(L, 1);
+	}
+}
+
+/* loader_of - the loader behind the closure running now */
+static struct loader *
+loader_of(lua_State *L)
+{
+	return lua_touserdata(L, lua_upvalueindex(1));
+}
+
+/* env_newindex - __newindex of the config environment: a top-level assignment */
+static int
+env_newindex(lua_State *L)
+{
+	struct loader *ld = loader_of(L);
+	const char *name = lua_tostring(L, 2), *why;
+	const struct key *k;
+
+	if (lua_type(L, 2) != LUA_TSTRING || (k = find_key(global_keys, name)) == NULL)
+		return luaL_error(L, "unknown key '%s'", name ? name : "?");
+	if ((why = set_value(L, 3, k, ld->cfg)) != NULL)
+		return luaL_error(L, "key '%s': %s", name, why);
+	/* remember it in the library table, so later lines can read it back */
+	lua_pushvalue(L, 2);
+	lua_pushvalue(L, 3);
+	lua_rawset(L, lua_upvalueindex(2));
+	return 0;
+}
+
+/* listener_body - second half of listener "name" { ... }: check and store the table */
+static int
+listener_body(lua_State *L)
+{
+	struct loader *ld = loader_of(L);
+	const char *lname = lua_tostring(L, lua_upvalueindex(2));
+	struct config *cfg = ld->cfg;
+	struct listener_cfg *lc;
+	lua_Debug ar;
+
+	if (lua_type(L, 1) != LUA_TTABLE)
+		return luaL_error(L, "listener \"%s\": expected a table { ... }", lname);
+	for (size_t i = 0; i < cfg->nlisteners; i++)
+		if (strcmp(cfg->listeners[i].name, lname) == 0)
+			return luaL_error(L, "listener \"%s\" declared twice", lname);
+	cfg->listeners = xreallocarray(cfg->listeners, cfg->nlisteners + 1, sizeof(*lc));
+	lc = &cfg->listeners[cfg->nlisteners++];
+	memset(lc, 0, sizeof(*lc));
+	lc->name = xstrdup(lname);
+	lc->line = lua_getstack(L, 1, &ar) && lua_getinfo(L, "l", &ar) ? ar.currentline : 0;
+	apply_defaults(L, listener_keys, lc);
+	lua_pushnil(L);
+	while (lua_next(L, 1) != 0) {
+		const char *key = lua_tostring(L, -2), *why;
+		const struct key *k;
+
+		if (lua_type(L, -2) != LUA_TSTRING || (k = find_key(listener_keys, key)) == NULL)
+			return luaL_error(L, "listener \"%s\": unknown key '%s'", lname,
+					  lua_type(L, -2) == LUA_TSTRING ? key : "(not a name)");
+		if ((why = set_value(L, lua_gettop(L), k, lc)) != NULL)
+			return luaL_error(L, "listener \"%s\": key '%s': %s", lname, key, why);
+		lua_pop(L, 1);
+	}
+	return 0;
+}
+
+/* listener_open - first half of listener "name" { ... }: returns listener_body */
+static int
+listener_open(lua_State *L)
+{
+	const char *name = luaL_checkstring(L, 1);
+
+	if (*name == '\0' || strspn(name, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+				     "0123456789_-.") != strlen(name))
+		return luaL_error(L, "listener name '%s': use letters, digits, '_', '-', '.'", name);
+	lua_pushvalue(L, lua_upvalueindex(1));
+	lua_pushvalue(L, 1);
+	lua_pushcclosure(L, listener_body, 2);
+	return 1;
+}
+
+/* budget_hook - end an evaluation that runs too long */
+static void
+budget_hook(lua_State *L, lua_Debug *ar)
+{
+	(void)ar;
+	luaL_error(L, "evaluation takes too long (a loop that does not end?)");
+}
+
+/* limited_alloc - Lua allocator refusing growth past CONFIG_MEMORY_LIMIT */
+static void *
+limited_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
+{
+	struct loader *ld = ud;
+	size_t old = ptr ? osize : 0;
+
+	if (nsize == 0) {
+		free(ptr);
+		ld->mem_used -= old;
+		return NULL;
+	}
+	if (nsize > old && ld->mem_used + (nsize - old) > CONFIG_MEMORY_LIMIT)
+		return NULL;
+	ptr = realloc(ptr, nsize);
+	if (ptr != NULL)
+		ld->mem_used = ld->mem_used - old + nsize;
+	return ptr;
+}
+
+/* open_libs - base, string, table, math (run under lua_pcall) */
+static int
+open_libs(lua_State *L)
+{
+	luaL_requiref(L, LUA_GNAME, luaopen_base, 1);
+	luaL_requiref(L, LUA_STRLIBNAME, luaopen_string, 1);
+	luaL_requiref(L, LUA_TABLIBNAME, luaopen_table, 1);
+	luaL_requiref(L, LUA_MATHLIBNAME, luaopen_math, 1);
+	return 0;
+}
+
+/* push_env - the sandbox environment: empty table, __index = safe library, __newindex = setter */
+static void
+push_env(lua_State *L, struct loader *ld)
+{
+	static const char *safe[] = { "string", "table", "math", "tostring", "tonumber", "type",
+				      "pairs", "ipairs", "select", "error", "assert", NULL };
+
+	lua_newtable(L);			/* env */
+	lua_newtable(L);			/* its metatable */
+	lua_newtable(L);			/* the library, read through __index */
+	for (int i = 0; safe[i] != NULL; i++) {
+		lua_getglobal(L, safe[i]);
+		lua_setfield(L, -2, safe[i]);
+	}
+	lua_pushlightuserdata(L, ld);
+	lua_pushcclosure(L, listener_open, 1);
+	lua_setfield(L, -2, "listener");
+	lua_pushvalue(L, -1);
+	lua_setfield(L, -3, "__index");
+	lua_pushlightuserdata(L, ld);
+	lua_pushvalue(L, -2);
+	lua_pushcclosure(L, env_newindex, 2);
+	lua_setfield(L, -3, "__newindex");
+	lua_pop(L, 1);				/* library */
+	lua_pushboolean(L, 0);
+	lua_setfield(L, -2, "__metatable");
+	lua_setmetatable(L, -2);
+}
+
+/* run_chunk - run the function on top with env as its _ENV; returns a Lua status */
+static int
+run_chunk(lua_State *L)
+{
+	lua_pushvalue(L, -2);			/* env */
+	if (lua_setupvalue(L, -2, 1) == NULL)
+		lua_pop(L, 1);
+	lua_sethook(L, budget_hook, LUA_MASKCOUNT, CONFIG_INSTRUCTION_LIMIT);
+	return lua_pcall(L, 0, 0, 0);
+}
+
+/* apply_override - "key=value" from the command line (-o), as a string assignment */
+static int
+apply_override(lua_State *L, const char *ov, struct buf *err)
+{
+	const char *eq = strchr(ov, '=');
+	struct buf chunk;
+	int rc;
+
+	if (eq == NULL || eq == ov) {
+		buf_appendf(err, "-o %s: expected key=value", ov);
+		return -1;
+	}
+	buf_init(&chunk, 0);
+	buf_append(&chunk, ov, (size_t)(eq - ov));
+	buf_appends(&chunk, " = ...");
+	rc = luaL_loadbufferx(L, chunk.ptr, chunk.len, "=-o", "t");
+	buf_release(&chunk);
+	if (rc == LUA_OK) {
+		lua_pushvalue(L, -2);
+		lua_setupvalue(L, -2, 1);
+		lua_pushstring(L, eq + 1);
+		rc = lua_pcall(L, 1, 0, 0);
+	}
+	if (rc != LUA_OK) {
+		buf_appendf(err, "%s", lua_tostring(L, -1));
+		lua_pop(L, 1);
+		return -1;
+	}
+	return 0;
+}
+
+/* verify_listeners - rules that span keys and listeners */
+static int
+verify_listeners(struct config *cfg, struct buf *err)
+{
+	if (cfg->nlisteners == 0) {
+		buf_appendf(err, "%s: no listener declared (listener \"name\" { listen = ..., forward = ... })",
+			    cfg->path);
+		return -1;
+	}
+	for (size_t i = 0; i < cfg->nlisteners; i++) {
+		struct listener_cfg *lc = &cfg->listeners[i];
+
+		if (lc->listen == NULL || lc->forward == NULL) {
+			buf_appendf(err, "%s:%d: listener \"%s\": key '%s' is required", cfg->path,
+				    lc->line, lc->name, lc->listen == NULL ? "listen" : "forward");
+			return -1;
+		}
+		if (!lc->allow_set) {
+			if (!net_is_loopback(&lc->listen_ep.ss)) {
+				buf_appendf(err, "%s:%d: listener \"%s\": listens on %s, which is not a "
+					    "loopback address, without an explicit 'allow' list: a content "
+					    "filter open to other hosts lets them bypass the MTA's checks",
+					    cfg->path, lc->line, lc->name, lc->listen);
+				return -1;
+			}
+			lc->allow = xreallocarray(NULL, 2, sizeof(*lc->allow));
+			cidr_parse("127.0.0.0/8", &lc->allow[0]);
+			cidr_parse("::1", &lc->allow[1]);
+			lc->allow_count = 2;
+		}
+		for (size_t j = 0; j < i; j++)
+			if (strcmp(cfg->listeners[j].listen, lc->listen) == 0) {
+				buf_appendf(err, "%s:%d: listener \"%s\": key 'listen': %s is already "
+					    "used by listener \"%s\"", cfg->path, lc->line, lc->name,
+					    lc->listen, cfg->listeners[j].name);
+				return -1;
+			}
+	}
+	return 0;
+}
+
+/* fill_hostname - default hostname from the system */
+static void
+fill_hostname(struct config *cfg)
+{
+	char name[256];
+
+	if (cfg->hostname != NULL)
+		return;
+	if (gethostname(name, sizeof(name) - 1) < 0)
+		strcpy(name, "localhost");
+	name[sizeof(name) - 1] = '\0';
+	cfg->hostname = xstrdup(name);
+}
+
+/* evaluate - protected part of config_load: libs, env, file, overrides */
+static int
+evaluate(lua_State *L, struct loader *ld, char *const *overrides, size_t noverrides,
+	 struct buf *err)
+{
+	int rc;
+
+	lua_pushcfunction(L, open_libs);
+	if (lua_pcall(L, 0, 0, 0) != LUA_OK) {
+		buf_appendf(err, "cannot set up Lua: %s", lua_tostring(L, -1));
+		return -1;
+	}
+	push_env(L, ld);
+	apply_defaults(L, global_keys, ld->cfg);
+	rc = luaL_loadfilex(L, ld->cfg->path, "t");
+	if (rc == LUA_OK)
+		rc = run_chunk(L);
+	if (rc != LUA_OK) {
+		const char *msg = lua_tostring(L, -1);
+
+		/* luaL_loadfilex says "cannot open PATH: ..." itself */
+		buf_appendf(err, "%s", rc == LUA_ERRMEM ? "configuration uses too much memory" :
+			    msg ? msg : "unknown error");
+		return -1;
+	}
+	for (size_t i = 0; i < noverrides; i++)
+		if (apply_override(L, overrides[i], err) < 0)
+			return -1;
+	return 0;
+}
+
+/*
+ * config_load - read and check a configuration file
+ *
+ * overrides are "key=value" strings for top-level keys (posternd -o), applied
+ * after the file. Returns the config, or NULL with *error_r (caller frees).
+ */
+struct config *
+config_load(const char *path, char *const *overrides, size_t noverrides, char **error_r)
+{
+	struct loader ld = { 0 };
+	struct buf err;
+	lua_State *L;
+	int rc;
+
+	buf_init(&err, 0);
+	ld.cfg = xcalloc(1, sizeof(*ld.cfg));
+	ld.cfg->path = xstrdup(path);
+	L = lua_newstate(limited_alloc, &ld);
+	if (L == NULL)
+		log_panic("cannot create a Lua state for the configuration");
+	rc = evaluate(L, &ld, overrides, noverrides, &err);
+	lua_close(L);
+	if (rc == 0)
+		rc = verify_listeners(ld.cfg, &err);
+	if (rc < 0) {
+		*error_r = xstrdup(buf_cstr(&err));
+		buf_release(&err);
+		return config_free(ld.cfg);
+	}
+	buf_release(&err);
+	fill_hostname(ld.cfg);
+	return ld.cfg;
+}
+
+/* config_free - free a configuration; returns NULL */
+struct config *
+config_free(struct config *cfg)
+{
+	if (cfg == NULL)
+		return NULL;
+	for (size_t i = 0; i < cfg->nlisteners; i++) {
+		struct listener_cfg *lc = &cfg->listeners[i];
+
+		free(lc->name);
+		free(lc->listen);
+		free(lc->forward);
+		free(lc->allow);
+	}
+	free(cfg->listeners);
+	free(cfg->path);
+	free(cfg->user);
+	free(cfg->group);
+	free(cfg->spool_dir);
+	free(cfg->hostname);
+	free(cfg->log_level);
+	free(cfg->syslog_facility);
+	free(cfg);
+	return NULL;
+}
+
+/* print_rows - one line per key: name, default, documentation */
+static void
+print_rows(const char *section, const struct key *keys)
+{
+	for (const struct key *k = keys; k->name != NULL; k++)
+		printf("%s\t%s\t%s\t%s\n", section, k->name, k->def ? k->def : "-", k->doc);
+}
+
+/* config_print_keys - the key table, for the manual and for posternd -k */
+void
+config_print_keys(void)
+{
+	print_rows("global", global_keys);
+	print_rows("listener", listener_keys);
+}

@@ -1,0 +1,195 @@
+/*
+ * main - posternd: options, configuration, spool, binding, privileges, then master
+ *
+ * posternd [-f] [-d] [-c FILE] [-o key=value]...   run the daemon
+ * posternd -t [-c FILE]                            check the configuration, exit 0/1
+ * posternd -k                                      print the table of config keys
+ *
+ * Order matters: sockets are bound while we may still be root (ports below
+ * 1024), the spool directory is made ours, and only then are privileges
+ * dropped, before any byte from the network is read.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <pwd.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "config.h"
+#include "log.h"
+#include "master.h"
+#include "spool.h"
+#include "util/xalloc.h"
+
+#define MAX_OVERRIDES	64
+
+/* usage - say how and exit 2 */
+static void __attribute__((noreturn))
+usage(void)
+{
+	fprintf(stderr,
+		"usage: posternd [-f] [-d] [-c FILE] [-o key=value]...\n"
+		"       posternd -t [-c FILE]     check the configuration\n"
+		"       posternd -k               list the configuration keys\n"
+		"       posternd -V               print the version\n"
+		"default FILE: %s\n", DEFAULT_CONFIG);
+	exit(2);
+}
+
+/* lookup_ids - uid/gid of the configured user and group; fatal if unknown */
+static void
+lookup_ids(const struct config *cfg, uid_t *uid_r, gid_t *gid_r)
+{
+	struct passwd *pw = getpwnam(cfg->user);
+
+	if (pw == NULL)
+		log_fatal("%s: key 'user': no such user '%s' (create it, e.g. useradd --system %s)",
+			  cfg->path, cfg->user, cfg->user);
+	*uid_r = pw->pw_uid;
+	*gid_r = pw->pw_gid;
+	if (cfg->group != NULL) {
+		struct group *gr = getgrnam(cfg->group);
+
+		if (gr == NULL)
+			log_fatal("%s: key 'group': no such group '%s'", cfg->path, cfg->group);
+		*gid_r = gr->gr_gid;
+	}
+}
+
+/* prepare_spool - create the spool directory if missing and give it to the user */
+static void
+prepare_spool(const struct config *cfg, bool as_root, uid_t uid, gid_t gid)
+{
+	struct stat st;
+
+	if (mkdir(cfg->spool_dir, 0700) < 0 && errno != EEXIST)
+		log_fatal("%s: key 'spool_dir': cannot create %s: %s", cfg->path, cfg->spool_dir,
+			  strerror(errno));
+	if (stat(cfg->spool_dir, &st) < 0 || !S_ISDIR(st.st_mode))
+		log_fatal("%s: key 'spool_dir': %s is not a directory", cfg->path, cfg->spool_dir);
+	if (as_root && (st.st_uid != uid || (st.st_mode & 077) != 0)) {
+		if (chown(cfg->spool_dir, uid, gid) < 0 || chmod(cfg->spool_dir, 0700) < 0)
+			log_fatal("cannot give %s to user %s: %s", cfg->spool_dir, cfg->user,
+				  strerror(errno));
+	}
+}
+
+/* drop_privileges - become user/group for good */
+static void
+drop_privileges(const struct config *cfg, uid_t uid, gid_t gid)
+{
+	if (setgroups(1, &gid) < 0 || setgid(gid) < 0 || setuid(uid) < 0)
+		log_fatal("cannot switch to user %s: %s", cfg->user, strerror(errno));
+	if (setuid(0) == 0)
+		log_fatal("privileges could be regained after switching to %s", cfg->user);
+}
+
+/* check_spool_writable - as the final user, one spool file must be creatable */
+static void
+check_spool_writable(const struct config *cfg)
+{
+	struct spool *sp = spool_open(cfg->spool_dir);
+
+	if (sp == NULL)
+		log_fatal("%s: key 'spool_dir': cannot create files in %s: %s", cfg->path,
+			  cfg->spool_dir, strerror(errno));
+	spool_close(sp);
+}
+
+/* daemonize - detach from the terminal (without -f) */
+static void
+daemonize(void)
+{
+	pid_t pid = fork();
+	int fd;
+
+	if (pid < 0)
+		log_fatal("fork: %s", strerror(errno));
+	if (pid > 0)
+		_exit(0);
+	setsid();
+	if (chdir("/") < 0)
+		log_fatal("chdir /: %s", strerror(errno));
+	fd = open("/dev/null", O_RDWR);
+	if (fd >= 0) {
+		dup2(fd, STDIN_FILENO);
+		dup2(fd, STDOUT_FILENO);
+		dup2(fd, STDERR_FILENO);
+		if (fd > STDERR_FILENO)
+			close(fd);
+	}
+}
+
+int
+main(int argc, char **argv)
+{
+	const char *path = DEFAULT_CONFIG;
+	char *overrides[MAX_OVERRIDES], *error = NULL;
+	size_t noverrides = 0, nsockets = 0;
+	bool foreground = false, debug = false, check_only = false, as_root;
+	struct bound *sockets = NULL;
+	struct config *cfg;
+	uid_t uid = 0;
+	gid_t gid = 0;
+	int ch, rc;
+
+	while ((ch = getopt(argc, argv, "c:dfko:tVh")) != -1) {
+		switch (ch) {
+		case 'c': path = optarg; break;
+		case 'd': debug = true; break;
+		case 'f': foreground = true; break;
+		case 'k': config_print_keys(); return 0;
+		case 'o':
+			if (noverrides == MAX_OVERRIDES)
+				usage();
+			overrides[noverrides++] = optarg;
+			break;
+		case 't': check_only = true; break;
+		case 'V': printf("posternd %s\n", PACKAGE_VERSION); return 0;
+		default: usage();
+		}
+	}
+	if (optind != argc)
+		usage();
+	log_init("posternd", true, NULL);
+	cfg = config_load(path, overrides, noverrides, &error);
+	if (cfg == NULL) {
+		fprintf(stderr, "posternd: %s\n", error);
+		free(error);
+		return 1;
+	}
+	if (check_only) {
+		printf("posternd: %s: configuration is valid (%zu listener(s))\n", path, cfg->nlisteners);
+		config_free(cfg);
+		return 0;
+	}
+	as_root = geteuid() == 0;
+	if (as_root && cfg->user == NULL)
+		log_fatal("%s: running as root needs key 'user' (the account postern runs as)", path);
+	if (!foreground)
+		log_init("posternd", false, cfg->syslog_facility);
+	log_set_level(debug ? "debug" : cfg->log_level);
+	if (as_root)
+		lookup_ids(cfg, &uid, &gid);
+	else if (cfg->user != NULL)
+		log_warnx("%s: user '%s' ignored: not started as root", path, cfg->user);
+	prepare_spool(cfg, as_root, uid, gid);
+	if (master_bind(cfg, &sockets, &nsockets, &error) < 0)
+		log_fatal("%s", error);
+	if (as_root)
+		drop_privileges(cfg, uid, gid);
+	check_spool_writable(cfg);
+	spool_clean_dir(cfg->spool_dir, 0);
+	signal(SIGPIPE, SIG_IGN);
+	if (!foreground)
+		daemonize();
+	log_info("posternd %s starting with %s", PACKAGE_VERSION, path);
+	master_check_forwards(cfg);
+	rc = master_run(cfg, sockets, nsockets, overrides, noverrides);
+	return rc;
+}

@@ -1,0 +1,474 @@
+/*
+ * master - bind listeners, keep a pool of workers per listener, handle signals
+ *
+ * Signals only set flags and write a byte to a self-pipe; the main loop
+ * polls that pipe and does the work outside the handler (Postfix's master
+ * does the same with its event loop). A listener whose workers keep dying
+ * young is throttled: each early death doubles the delay before the next
+ * spawn, up to THROTTLE_MAX_MS (Dovecot's service_monitor_throttle), so a
+ * crash loop cannot eat the machine; a worker that lived long resets it.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "master.h"
+#include "spool.h"
+#include "util/net.h"
+#include "util/xalloc.h"
+#include "worker.h"
+
+#define THROTTLE_START_MS	1000	/* first delay after a worker died young */
+#define THROTTLE_MAX_MS		60000	/* the delay stops doubling here */
+#define YOUNG_DEATH_MS		2000	/* a worker dying sooner counts as a crash loop */
+#define FORWARD_PROBE_MS	1000	/* start-up probe of each forward address */
+
+struct worker_rec {
+	pid_t	pid;			/* 0: slot free */
+	int	generation;		/* config generation it runs */
+	char   *listener;		/* listener name, owned */
+	struct timespec started;	/* monotonic */
+};
+
+struct listener_state {
+	long	throttle_ms;		/* current delay, 0 = none */
+	struct timespec not_before;	/* no spawn before this (monotonic) */
+};
+
+static int sig_pipe[2] = { -1, -1 };
+static volatile sig_atomic_t got_hup, got_term, got_chld;
+
+struct master {
+	struct config *cfg;		/* current generation's config, owned */
+	int	generation;		/* current generation number */
+	struct bound *sockets;		/* listening sockets, owned */
+	size_t	nsockets;
+	struct worker_rec *workers;	/* owned array */
+	size_t	nworkers;
+	struct listener_state *lstate;	/* one per cfg->listeners */
+	char *const *overrides;		/* -o key=value, borrowed */
+	size_t	noverrides;
+	bool	stopping;
+};
+
+/* on_signal - flag it and wake the main loop */
+static void
+on_signal(int sig)
+{
+	int saved = errno;
+	char c = (char)sig;
+
+	if (sig == SIGHUP)
+		got_hup = 1;
+	else if (sig == SIGCHLD)
+		got_chld = 1;
+	else
+		got_term = 1;
+	if (write(sig_pipe[1], &c, 1) < 0) {
+		/* the pipe is full: the loop will wake anyway */
+	}
+	errno = saved;
+}
+
+/* install_signals - the master's handlers */
+static void
+install_signals(void)
+{
+	struct sigaction sa;
+
+	if (pipe2(sig_pipe, O_NONBLOCK | O_CLOEXEC) < 0)
+		log_fatal("cannot create signal pipe: %s", strerror(errno));
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = on_signal;
+	sigemptyset(&sa.sa_mask);
+	sa.sa_flags = SA_RESTART;
+	sigaction(SIGHUP, &sa, NULL);
+	sigaction(SIGTERM, &sa, NULL);
+	sigaction(SIGINT, &sa, NULL);
+	sigaction(SIGCHLD, &sa, NULL);
+	sa.sa_handler = SIG_IGN;
+	sigaction(SIGPIPE, &sa, NULL);
+}
+
+/* ms_since - monotonic ms since t */
+static long
+ms_since(const struct timespec *t)
+{
+	struct timespec now;
+
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	return (long)((now.tv_sec - t->tv_sec) * 1000 + (now.tv_nsec - t->tv_nsec) / 1000000);
+}
+
+/* find_socket - the bound socket for a listen address, -1 if none */
+static int
+find_socket(struct bound *sockets, size_t n, const char *listen)
+{
+	for (size_t i = 0; i < n; i++)
+		if (strcmp(sockets[i].listen, listen) == 0)
+			return sockets[i].fd;
+	return -1;
+}
+
+/*
+ * master_bind - one listening socket per listener, reusing those in *sockets
+ *
+ * On success *sockets holds exactly the sockets cfg needs (others closed).
+ * On failure nothing changes and *error_r says which listener failed.
+ */
+int
+master_bind(const struct config *cfg, struct bound **sockets, size_t *nsockets, char **error_r)
+{
+	struct bound *fresh = xcalloc(cfg->nlisteners, sizeof(*fresh));
+	size_t n = 0;
+
+	for (size_t i = 0; i < cfg->nlisteners; i++) {
+		const struct listener_cfg *lc = &cfg->listeners[i];
+		int fd = find_socket(*sockets, *nsockets, lc->listen);
+		bool reused = fd >= 0;
+
+		if (fd < 0 && (fd = net_listen(&lc->listen_ep)) < 0) {
+			*error_r = xasprintf("%s:%d: listener \"%s\": cannot listen on %s: %s",
+					     cfg->path, lc->line, lc->name, lc->listen, strerror(errno));
+			for (size_t j = 0; j < n; j++)
+				if (find_socket(*sockets, *nsockets, fresh[j].listen) < 0)
+					close(fresh[j].fd);
+			for (size_t j = 0; j < n; j++)
+				free(fresh[j].listen);
+			free(fresh);
+			return -1;
+		}
+		(void)reused;
+		fresh[n].listen = xstrdup(lc->listen);
+		fresh[n].fd = fd;
+		n++;
+	}
+	for (size_t i = 0; i < *nsockets; i++) {
+		if (find_socket(fresh, n, (*sockets)[i].listen) < 0)
+			close((*sockets)[i].fd);
+		free((*sockets)[i].listen);
+	}
+	free(*sockets);
+	*sockets = fresh;
+	*nsockets = n;
+	return 0;
+}
+
+/* master_check_forwards - warn now about a forward address nobody listens on */
+void
+master_check_forwards(const struct config *cfg)
+{
+	for (size_t i = 0; i < cfg->nlisteners; i++) {
+		const struct listener_cfg *lc = &cfg->listeners[i];
+		int fd = net_connect(&lc->forward_ep, FORWARD_PROBE_MS);
+
+		if (fd < 0)
+			log_warnx("listener %s: forward %s is not reachable now (%s): its mail will be "
+				  "answered 4xx (kept in the MTA's queue) until it is", lc->name,
+				  lc->forward, strerror(errno));
+		else
+			close(fd);
+	}
+}
+
+/* spawn - fork one worker for listener index li of the current generation */
+static void
+spawn(struct master *m, size_t li)
+{
+	const struct listener_cfg *lc = &m->cfg->listeners[li];
+	int fd = find_socket(m->sockets, m->nsockets, lc->listen);
+	struct worker_rec *w = NULL;
+	pid_t pid;
+
+	for (size_t i = 0; i < m->nworkers; i++)
+		if (m->workers[i].pid == 0) {
+			w = &m->workers[i];
+			break;
+		}
+	if (w == NULL) {
+		m->workers = xreallocarray(m->workers, m->nworkers + 1, sizeof(*m->workers));
+		w = &m->workers[m->nworkers++];
+		memset(w, 0, sizeof(*w));
+	}
+	pid = fork();
+	if (pid < 0) {
+		log_warn("listener %s: cannot fork a worker", lc->name);
+		return;
+	}
+	if (pid == 0) {
+		close(sig_pipe[0]);
+		close(sig_pipe[1]);
+		for (size_t i = 0; i < m->nsockets; i++)
+			if (m->sockets[i].fd != fd)
+				close(m->sockets[i].fd);
+		worker_main(m->cfg, lc, fd);
+	}
+	w->pid = pid;
+	w->generation = m->generation;
+	free(w->listener);
+	w->listener = xstrdup(lc->name);
+	clock_gettime(CLOCK_MONOTONIC, &w->started);
+}
+
+/* live_workers - workers of the current generation serving listener li */
+static long
+live_workers(const struct master *m, size_t li)
+{
+	long n = 0;
+
+	for (size_t i = 0; i < m->nworkers; i++)
+		if (m->workers[i].pid != 0 && m->workers[i].generation == m->generation &&
+		    strcmp(m->workers[i].listener, m->cfg->listeners[li].name) == 0)
+			n++;
+	return n;
+}
+
+/* fill_pools - spawn what each listener lacks; returns ms until a throttle ends (or -1) */
+static long
+fill_pools(struct master *m)
+{
+	long wait = -1;
+
+	if (m->stopping)
+		return -1;
+	for (size_t li = 0; li < m->cfg->nlisteners; li++) {
+		struct listener_state *ls = &m->lstate[li];
+		long left = -ms_since(&ls->not_before);
+
+		if (ls->throttle_ms > 0 && left > 0) {
+			if (wait < 0 || left < wait)
+				wait = left;
+			continue;
+		}
+		while (live_workers(m, li) < m->cfg->listeners[li].workers) {
+			spawn(m, li);
+			if (ls->throttle_ms > 0)
+				break;	/* throttled: one at a time */
+		}
+	}
+	return wait;
+}
+
+/* listener_index - index of a listener name in the current config, or -1 */
+static long
+listener_index(const struct master *m, const char *name)
+{
+	for (size_t i = 0; i < m->cfg->nlisteners; i++)
+		if (strcmp(m->cfg->listeners[i].name, name) == 0)
+			return (long)i;
+	return -1;
+}
+
+/* note_death - log an exit and adjust the listener's throttle */
+static void
+note_death(struct master *m, struct worker_rec *w, int status)
+{
+	long lived = ms_since(&w->started), li = listener_index(m, w->listener);
+	bool crashed = WIFSIGNALED(status) || (WIFEXITED(status) && WEXITSTATUS(status) != 0);
+	struct listener_state *ls;
+
+	if (crashed) {
+		if (WIFSIGNALED(status))
+			log_warnx("worker %ld of listener %s died with signal %d after %ld ms",
+				  (long)w->pid, w->listener, WTERMSIG(status), lived);
+		else
+			log_warnx("worker %ld of listener %s exited with status %d after %ld ms",
+				  (long)w->pid, w->listener, WEXITSTATUS(status), lived);
+	}
+	if (spool_clean_dir(m->cfg->spool_dir, w->pid) > 0)
+		log_info("removed spool files left by worker %ld", (long)w->pid);
+	if (li < 0 || w->generation != m->generation)
+		return;
+	ls = &m->lstate[li];
+	if (crashed && lived < YOUNG_DEATH_MS) {
+		ls->throttle_ms = ls->throttle_ms ? ls->throttle_ms * 2 : THROTTLE_START_MS;
+		if (ls->throttle_ms > THROTTLE_MAX_MS)
+			ls->throttle_ms = THROTTLE_MAX_MS;
+		clock_gettime(CLOCK_MONOTONIC, &ls->not_before);
+		ls->not_before.tv_sec += ls->throttle_ms / 1000;
+		ls->not_before.tv_nsec += (ls->throttle_ms % 1000) * 1000000;
+		if (ls->not_before.tv_nsec >= 1000000000) {
+			ls->not_before.tv_sec++;
+			ls->not_before.tv_nsec -= 1000000000;
+		}
+		log_warnx("listener %s: workers die young; next start in %ld ms", w->listener,
+			  ls->throttle_ms);
+	} else if (!crashed || lived >= YOUNG_DEATH_MS)
+		ls->throttle_ms = 0;
+}
+
+/* reap - collect every exited worker */
+static void
+reap(struct master *m)
+{
+	int status;
+	pid_t pid;
+
+	while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
+		for (size_t i = 0; i < m->nworkers; i++) {
+			struct worker_rec *w = &m->workers[i];
+
+			if (w->pid != pid)
+				continue;
+			note_death(m, w, status);
+			w->pid = 0;
+			break;
+		}
+	}
+}
+
+/* signal_generation - send sig to every worker of generations other than keep (-1: all) */
+static void
+signal_workers(struct master *m, int sig, int keep)
+{
+	for (size_t i = 0; i < m->nworkers; i++)
+		if (m->workers[i].pid != 0 && m->workers[i].generation != keep)
+			kill(m->workers[i].pid, sig);
+}
+
+/* reload - SIGHUP: a new generation on a new config, or keep the old one */
+static void
+reload(struct master *m)
+{
+	char *error = NULL;
+	struct config *cfg = config_load(m->cfg->path, m->overrides, m->noverrides, &error);
+
+	if (cfg == NULL) {
+		log_error("reload failed, keeping the running configuration: %s", error);
+		free(error);
+		return;
+	}
+	if (master_bind(cfg, &m->sockets, &m->nsockets, &error) < 0) {
+		log_error("reload failed, keeping the running configuration: %s", error);
+		free(error);
+		config_free(cfg);
+		return;
+	}
+	if (strcmp(cfg->spool_dir, m->cfg->spool_dir) != 0)
+		log_warnx("reload: spool_dir changed to %s; it must exist and be writable",
+			  cfg->spool_dir);
+	log_set_level(cfg->log_level);
+	config_free(m->cfg);
+	m->cfg = cfg;
+	free(m->lstate);
+	m->lstate = xcalloc(cfg->nlisteners, sizeof(*m->lstate));
+	m->generation++;
+	log_info("reloaded %s: generation %d, %zu listener(s)", cfg->path, m->generation,
+		 cfg->nlisteners);
+	master_check_forwards(cfg);
+	fill_pools(m);
+	/* the old generation finishes its sessions and leaves */
+	signal_workers(m, SIGTERM, m->generation);
+}
+
+/* any_workers - is any worker still running */
+static bool
+any_workers(const struct master *m)
+{
+	for (size_t i = 0; i < m->nworkers; i++)
+		if (m->workers[i].pid != 0)
+			return true;
+	return false;
+}
+
+/* drain - SIGTERM: stop accepting, let sessions finish, then leave */
+static void
+drain(struct master *m)
+{
+	struct timespec start;
+
+	m->stopping = true;
+	log_info("stopping: draining sessions (at most %ld s)", m->cfg->drain_timeout_ms / 1000);
+	for (size_t i = 0; i < m->nsockets; i++) {
+		close(m->sockets[i].fd);
+		m->sockets[i].fd = -1;
+	}
+	signal_workers(m, SIGTERM, -1);
+	clock_gettime(CLOCK_MONOTONIC, &start);
+	while (any_workers(m) && ms_since(&start) < m->cfg->drain_timeout_ms) {
+		struct pollfd pfd = { .fd = sig_pipe[0], .events = POLLIN };
+		char drainbuf[64];
+
+		poll(&pfd, 1, 100);
+		while (read(sig_pipe[0], drainbuf, sizeof(drainbuf)) > 0)
+			;
+		reap(m);
+	}
+	if (any_workers(m)) {
+		log_warnx("drain timeout: killing the remaining workers (their MTA retries)");
+		signal_workers(m, SIGKILL, -1);
+		while (any_workers(m)) {
+			int status;
+			pid_t pid = waitpid(-1, &status, 0);
+
+			if (pid < 0)
+				break;
+			for (size_t i = 0; i < m->nworkers; i++)
+				if (m->workers[i].pid == pid)
+					m->workers[i].pid = 0;
+		}
+	}
+	log_info("stopped");
+}
+
+/* master_run - see master.h; returns the exit status */
+int
+master_run(struct config *cfg, struct bound *sockets, size_t nsockets, char *const *overrides,
+	   size_t noverrides)
+{
+	struct master m = { 0 };
+
+	m.cfg = cfg;
+	m.sockets = sockets;
+	m.nsockets = nsockets;
+	m.overrides = overrides;
+	m.noverrides = noverrides;
+	m.generation = 1;
+	m.lstate = xcalloc(cfg->nlisteners, sizeof(*m.lstate));
+	install_signals();
+	for (size_t i = 0; i < cfg->nlisteners; i++)
+		log_info("listener %s: %s on %s, forward to %s, %ld workers", cfg->listeners[i].name,
+			 cfg->listeners[i].is_lmtp ? "LMTP" : "SMTP", cfg->listeners[i].listen,
+			 cfg->listeners[i].forward, cfg->listeners[i].workers);
+	for (;;) {
+		struct pollfd pfd = { .fd = sig_pipe[0], .events = POLLIN };
+		long wait = fill_pools(&m);
+		char drainbuf[64];
+
+		poll(&pfd, 1, wait < 0 || wait > 1000 ? 1000 : (int)wait);
+		while (read(sig_pipe[0], drainbuf, sizeof(drainbuf)) > 0)
+			;
+		if (got_chld) {
+			got_chld = 0;
+			reap(&m);
+		}
+		if (got_term) {
+			drain(&m);
+			break;
+		}
+		if (got_hup) {
+			got_hup = 0;
+			reload(&m);
+		}
+	}
+	for (size_t i = 0; i < m.nworkers; i++)
+		free(m.workers[i].listener);
+	free(m.workers);
+	free(m.lstate);
+	for (size_t i = 0; i < m.nsockets; i++) {
+		if (m.sockets[i].fd >= 0)
+			close(m.sockets[i].fd);
+		free(m.sockets[i].listen);
+	}
+	free(m.sockets);
+	config_free(m.cfg);
+	return 0;
+}

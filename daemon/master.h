@@ -1,0 +1,28 @@
+/*
+ * master - bind listeners, keep a pool of workers per listener, handle signals
+ *
+ * master_run() takes over after start-up (config loaded, sockets bound,
+ * privileges dropped) and returns only when the daemon stops. SIGHUP loads the
+ * configuration again into a new generation of workers while the old ones
+ * finish their sessions; a configuration that fails to load keeps the old
+ * generation and says why. SIGTERM/SIGINT stop accepting and drain.
+ */
+#ifndef POSTERN_MASTER_H
+#define POSTERN_MASTER_H
+
+#include <stddef.h>
+
+#include "config.h"
+
+struct bound {
+	char   *listen;		/* address as written in the config, owned */
+	int	fd;		/* the listening socket */
+};
+
+int master_run(struct config *cfg, struct bound *sockets, size_t nsockets,
+	       char *const *overrides, size_t noverrides);
+int master_bind(const struct config *cfg, struct bound **sockets, size_t *nsockets,
+		char **error_r);
+void master_check_forwards(const struct config *cfg);
+
+#endif

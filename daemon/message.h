@@ -1,0 +1,86 @@
+/*
+ * message - one mail transaction: envelope, client facts, spool, outcome
+ *
+ * A struct message lives from MAIL to the end of the transaction (reply sent,
+ * RSET, or session death) and owns everything of that transaction: the
+ * recipients, their parameters and results, the spool file. message_free()
+ * releases it all. struct client is the session's view of who sent the mail
+ * (our peer, and what XFORWARD said about the MTA's own client).
+ */
+#ifndef POSTERN_MESSAGE_H
+#define POSTERN_MESSAGE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <time.h>
+
+#include "util/buf.h"
+
+struct spool;
+
+enum xforward_attr {
+	XF_NAME, XF_ADDR, XF_PORT, XF_PROTO, XF_HELO, XF_IDENT, XF_SOURCE, XF_LOGIN,
+	XF_COUNT
+};
+
+extern const char *const xforward_names[XF_COUNT];
+
+struct client {
+	char	ip[64];			/* our peer's address (the MTA) */
+	int	port;			/* ... and port */
+	char   *helo;			/* what it said in HELO/EHLO/LHLO, owned */
+	char   *xforward[XF_COUNT];	/* XFORWARD attributes (decoded), owned; NULL = not sent */
+};
+
+enum verdict {
+	VERDICT_PASS,
+	VERDICT_DISCARD,
+	VERDICT_QUARANTINE,
+	VERDICT_REJECT,
+	VERDICT_TEMPFAIL,
+};
+
+enum body_type {
+	BODY_UNSPECIFIED,	/* no BODY= parameter */
+	BODY_7BIT,
+	BODY_8BITMIME,
+};
+
+struct recipient {
+	char   *addr;		/* address without <>, owned */
+	char   *notify;		/* NOTIFY= value or NULL, owned */
+	char   *orcpt;		/* ORCPT= value (xtext kept) or NULL, owned */
+	enum verdict verdict;	/* what the policy decided */
+	int	code;		/* final reply code for this recipient (0 = none yet) */
+	char   *reply;		/* final reply text "250 2.0.0 ...", owned */
+};
+
+struct message {
+	char	id[16];			/* mail id, in logs, Received: and quarantine */
+	char   *sender;			/* reverse path without <>, owned ("" for null) */
+	enum body_type body;		/* BODY= */
+	bool	smtputf8;		/* SMTPUTF8 given */
+	char   *ret;			/* RET= value or NULL, owned */
+	char   *envid;			/* ENVID= value (xtext kept) or NULL, owned */
+	struct recipient *rcpts;	/* owned array */
+	size_t	nrcpts;			/* its length */
+	struct spool *spool;		/* the message bytes, owned */
+	long	size;			/* bytes received (after unstuffing) */
+	bool	too_big;		/* crossed max_message_size */
+	int	spool_errno;		/* non-zero: the spool could not be written */
+	struct timespec started;	/* when MAIL was accepted (monotonic) */
+	char   *queued_as;		/* downstream queue id, owned, or NULL */
+};
+
+struct message *message_new(void);
+struct message *message_free(struct message *m);
+struct recipient *message_add_rcpt(struct message *m, const char *addr);
+void message_set_reply(struct recipient *r, int code, const char *reply);
+long message_elapsed_ms(const struct message *m);
+void client_reset_xforward(struct client *c);
+void client_release(struct client *c);
+int xtext_decode(const char *in, char **out_r);
+void message_received_header(const struct message *m, const struct client *c,
+			     const char *hostname, int port, bool is_lmtp, struct buf *out);
+
+#endif

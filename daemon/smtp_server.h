@@ -1,0 +1,21 @@
+/*
+ * smtp_server - the server side of one SMTP or LMTP session with the MTA
+ *
+ * smtp_session_run() owns the connection from accept() to close: the allow
+ * list check, the greeting, the command loop with its limits and timeouts,
+ * receiving DATA/BDAT into the spool, and, at the end of each transaction,
+ * handing the message on (reinject) and answering from the recipients'
+ * outcomes (verdict). It knows nothing of Lua, ClamAV or spamd.
+ */
+#ifndef POSTERN_SMTP_SERVER_H
+#define POSTERN_SMTP_SERVER_H
+
+#include <sys/socket.h>
+
+#include "config.h"
+#include "reinject.h"
+
+void smtp_session_run(const struct config *cfg, const struct listener_cfg *lc,
+		      struct downstream *ds, int fd, const struct sockaddr_storage *peer);
+
+#endif

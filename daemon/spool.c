@@ -1,0 +1,170 @@
+/*
+ * spool - per-worker spool file for the message being received
+ *
+ * See spool.h. The data is not fsync()ed: until posternd answers, the MTA
+ * holds the message in its own queue, so a spool file lost in a crash costs
+ * a retry, never a message. Quarantine, which does keep mail, syncs.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "spool.h"
+#include "util/xalloc.h"
+
+#define SPOOL_WBUF_SIZE	(64 * 1024)	/* one write(2) per 64 KiB received */
+#define SPOOL_PREFIX	"tmp."		/* names used where O_TMPFILE is missing */
+
+struct spool {
+	int	fd;		/* the file, owned */
+	char   *wbuf;		/* bytes not yet written, owned */
+	size_t	wlen;		/* ... how many */
+	off_t	size;		/* bytes accepted so far */
+	int	error;		/* errno of the first failed write, sticky */
+};
+
+/* open_named - fallback for file systems without O_TMPFILE: create, then unlink */
+static int
+open_named(const char *dir)
+{
+	char *path = xasprintf("%s/" SPOOL_PREFIX "%ld.XXXXXX", dir, (long)getpid());
+	int fd = mkostemp(path, O_CLOEXEC);
+
+	if (fd >= 0)
+		unlink(path);
+	free(path);
+	return fd;
+}
+
+/* spool_open - a fresh, nameless spool file in dir; NULL with errno on failure */
+struct spool *
+spool_open(const char *dir)
+{
+	struct spool *sp;
+	int fd;
+
+	fd = open(dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+	if (fd < 0 && (errno == EOPNOTSUPP || errno == EISDIR || errno == EINVAL))
+		fd = open_named(dir);
+	if (fd < 0)
+		return NULL;
+	sp = xcalloc(1, sizeof(*sp));
+	sp->fd = fd;
+	sp->wbuf = xmalloc(SPOOL_WBUF_SIZE);
+	return sp;
+}
+
+/* flush - write the buffer out; a failure is remembered, later writes are no-ops */
+static int
+flush(struct spool *sp)
+{
+	size_t off = 0;
+
+	while (off < sp->wlen && sp->error == 0) {
+		ssize_t n = write(sp->fd, sp->wbuf + off, sp->wlen - off);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			sp->error = n < 0 ? errno : ENOSPC;
+		else
+			off += (size_t)n;
+	}
+	sp->wlen = 0;
+	if (sp->error != 0) {
+		errno = sp->error;
+		return -1;
+	}
+	return 0;
+}
+
+/* spool_write - append bytes; -1 with errno once any write failed */
+int
+spool_write(struct spool *sp, const void *data, size_t len)
+{
+	const char *p = data;
+
+	if (sp->error != 0) {
+		errno = sp->error;
+		return -1;
+	}
+	sp->size += (off_t)len;
+	while (len > 0) {
+		size_t room = SPOOL_WBUF_SIZE - sp->wlen, take = len < room ? len : room;
+
+		memcpy(sp->wbuf + sp->wlen, p, take);
+		sp->wlen += take;
+		p += take;
+		len -= take;
+		if (sp->wlen == SPOOL_WBUF_SIZE && flush(sp) < 0)
+			return -1;
+	}
+	return 0;
+}
+
+/* spool_finish - flush what is buffered; -1 with errno if anything was lost */
+int
+spool_finish(struct spool *sp)
+{
+	return flush(sp);
+}
+
+/* spool_fd - the descriptor, lent: read it with pread, never close it */
+int
+spool_fd(const struct spool *sp)
+{
+	return sp->fd;
+}
+
+/* spool_size - bytes written */
+off_t
+spool_size(const struct spool *sp)
+{
+	return sp->size;
+}
+
+/* spool_close - close and free; returns NULL */
+struct spool *
+spool_close(struct spool *sp)
+{
+	if (sp == NULL)
+		return NULL;
+	close(sp->fd);
+	free(sp->wbuf);
+	free(sp);
+	return NULL;
+}
+
+/*
+ * spool_clean_dir - remove named leftovers of the fallback path
+ *
+ * pid > 0: only those of that (dead) worker; pid 0: all of them (start-up,
+ * when no worker of ours runs). Returns how many were removed.
+ */
+int
+spool_clean_dir(const char *dir, pid_t pid)
+{
+	char prefix[64];
+	struct dirent *de;
+	DIR *d = opendir(dir);
+	int removed = 0;
+
+	if (d == NULL)
+		return 0;
+	if (pid > 0)
+		snprintf(prefix, sizeof(prefix), SPOOL_PREFIX "%ld.", (long)pid);
+	else
+		snprintf(prefix, sizeof(prefix), SPOOL_PREFIX);
+	while ((de = readdir(d)) != NULL) {
+		if (strncmp(de->d_name, prefix, strlen(prefix)) != 0)
+			continue;
+		if (unlinkat(dirfd(d), de->d_name, 0) == 0)
+			removed++;
+	}
+	closedir(d);
+	return removed;
+}

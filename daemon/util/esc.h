@@ -1,0 +1,16 @@
+/*
+ * esc - make network bytes safe to log
+ *
+ * esc_log() copies text and replaces control bytes (CR, LF, NUL, ESC...) and
+ * backslash and double quote with \xHH, so a peer cannot forge log lines or terminal escapes.
+ * Bytes >= 0x80 stay as they are: UTF-8 addresses remain readable.
+ */
+#ifndef POSTERN_ESC_H
+#define POSTERN_ESC_H
+
+#include <stddef.h>
+
+char *esc_log(const char *p, size_t len);
+char *esc_logs(const char *s);
+
+#endif

@@ -1,0 +1,112 @@
+/*
+ * worker - one pre-forked process of a listener: accept, run a session, repeat
+ *
+ * All workers of a listener poll the same non-blocking listening socket;
+ * the one whose accept() wins takes the session, the others see EAGAIN.
+ * XXX with many workers per listener that wakes them all on each connection
+ * (a thundering herd); EPOLLEXCLUSIVE would wake one. At the default pool
+ * sizes (4-8) the cost does not show in bench/.
+ */
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "reinject.h"
+#include "smtp_server.h"
+#include "util/io.h"
+#include "worker.h"
+
+#define WORKER_POLL_MS	1000	/* how often an idle worker looks at its parent */
+
+/* on_term - SIGTERM/SIGINT: finish the session in progress, then leave */
+static void
+on_term(int sig)
+{
+	(void)sig;
+	io_stop_requested = 1;
+}
+
+/* worker_signals - the master's handlers do not apply here */
+static void
+worker_signals(void)
+{
+	struct sigaction sa;
+
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = on_term;	/* no SA_RESTART: a blocked poll() must see it */
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGTERM, &sa, NULL);
+	sigaction(SIGINT, &sa, NULL);
+	sa.sa_handler = SIG_IGN;
+	sigaction(SIGHUP, &sa, NULL);
+	sigaction(SIGPIPE, &sa, NULL);
+	sa.sa_handler = SIG_DFL;
+	sigaction(SIGCHLD, &sa, NULL);
+	/* if the master dies, do not linger holding the port */
+	prctl(PR_SET_PDEATHSIG, SIGTERM);
+}
+
+/* wait_for_client - poll the listening socket; 1 ready, 0 not yet, -1 stop */
+static int
+wait_for_client(int listen_fd, long idle_left_ms)
+{
+	struct pollfd pfd = { .fd = listen_fd, .events = POLLIN };
+	int timeout = WORKER_POLL_MS, n;
+
+	if (idle_left_ms >= 0 && idle_left_ms < timeout)
+		timeout = (int)idle_left_ms;
+	n = poll(&pfd, 1, timeout);
+	if (io_stop_requested)
+		return -1;
+	if (n < 0 && errno != EINTR)
+		log_panic("poll on listening socket: %s", strerror(errno));
+	return n > 0;
+}
+
+/* worker_main - see worker.h */
+void
+worker_main(const struct config *cfg, const struct listener_cfg *lc, int listen_fd)
+{
+	struct downstream *ds = downstream_new();
+	pid_t parent = getppid();
+	long sessions = 0;
+
+	worker_signals();
+	if (getppid() != parent)	/* the master died before prctl took effect */
+		exit(0);
+	while (sessions < lc->max_sessions && !io_stop_requested) {
+		struct sockaddr_storage peer;
+		socklen_t plen = sizeof(peer);
+		int fd, rc, one = 1;
+
+		rc = wait_for_client(listen_fd, downstream_idle_left_ms(ds, lc->forward_cache_ms));
+		if (rc < 0)
+			break;
+		if (rc == 0) {
+			downstream_expire(ds, lc->forward_cache_ms);
+			if (getppid() != parent)
+				break;
+			continue;
+		}
+		fd = accept4(listen_fd, (struct sockaddr *)&peer, &plen, SOCK_NONBLOCK | SOCK_CLOEXEC);
+		if (fd < 0) {
+			if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR &&
+			    errno != ECONNABORTED)
+				log_warn("listener %s: accept", lc->name);
+			continue;
+		}
+		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+		smtp_session_run(cfg, lc, ds, fd, &peer);
+		sessions++;
+	}
+	downstream_free(ds);
+	exit(0);
+}

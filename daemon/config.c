@@ -381,7 +381,10 @@ listener_open(lua_State *L)
 static void
 budget_hook(lua_State *L, lua_Debug *ar)
 {
-	(void)ar;
+	/* luaL_error would name the caller's line; the hook knows the running one */
+	if (lua_getinfo(L, "Sl", ar) && ar->currentline > 0)
+		luaL_error(L, "%s:%d: evaluation takes too long (a loop that does not end?)",
+			   ar->short_src, ar->currentline);
 	luaL_error(L, "evaluation takes too long (a loop that does not end?)");
 }
 

@@ -663,7 +663,8 @@ cmd_bdat(struct session *s, char *args)
 
 	errno = 0;
 	n = strtoull(p, &end, 10);
-	if (end == p || errno != 0 || n > (unsigned long long)BDAT_MAX_CHUNK || !isdigit((unsigned char)*p)) {
+	if (end == p || errno != 0 || n > (unsigned long long)BDAT_MAX_CHUNK ||
+	    !isdigit((unsigned char)*p) || (*end != '\0' && *end != ' ' && *end != '\t')) {
 		/* without a size we cannot know where the chunk ends: stop here */
 		client_error(s, 501, "5.5.4", "Syntax: BDAT size [LAST]");
 		reply(s, 421, "4.5.0", "%s Error: lost synchronisation with BDAT", s->cfg->hostname);
@@ -825,16 +826,18 @@ static void
 dispatch(struct session *s)
 {
 	char *line = (char *)buf_cstr(&s->line), *args;
-	size_t vlen = strcspn(line, " \t");
+	size_t vlen;
 
-	args = line + vlen;
-	if (*args != '\0')
-		*args++ = '\0';
-	if (memchr(s->line.ptr, '\0', s->line.len) != s->line.ptr + vlen && vlen != s->line.len) {
+	/* checked before the verb is split off, which writes a NUL of its own */
+	if (memchr(line, '\0', s->line.len) != NULL) {
 		s->last_cmd = "garbage";
 		client_error(s, 500, "5.5.2", "Error: NUL byte in command");
 		return;
 	}
+	vlen = strcspn(line, " \t");
+	args = line + vlen;
+	if (*args != '\0')
+		*args++ = '\0';
 	for (const struct command *c = commands; c->verb != NULL; c++) {
 		if (strcasecmp(line, c->verb) != 0)
 			continue;

@@ -1,0 +1,85 @@
+"""The configuration is checked before anything starts, and start-up is safe.
+
+Pins: `posternd -t` exits 0 on the bundled config and 1 on a broken one, and
+every error names the file, the line and the key; a listener on a non-loopback
+address without an explicit `allow` list is refused; a client outside a
+listener's `allow` list gets 554 5.7.1 at connect and a log line; started as
+root, the workers run as the configured user; `posternd -k` lists every key.
+"""
+import os
+import pwd
+import subprocess
+
+from harness import POSTERND, SRCDIR, Client, Posternd, Sink, check_config, t
+
+rc, out, _ = check_config(open(os.path.join(SRCDIR, "etc", "postern.conf")).read())
+t.eq(rc, 0, "the bundled etc/postern.conf is valid")
+t.match(r"configuration is valid \(3 listener", out, "... with its three listeners")
+
+L = 'listener "x" { listen = "127.0.0.1:%d", forward = "127.0.0.1:25" }\n'
+cases = [
+    ("unknown top-level key", 'spool_dri = "/tmp"\n' + L % 10024, r":1: unknown key 'spool_dri'"),
+    ("wrong type", 'log_level = 3\n' + L % 10024, r":1: key 'log_level': expected a string"),
+    ("bad enum value", 'log_level = "loud"\n' + L % 10024, r":1: key 'log_level': expected \"debug\""),
+    ("unknown listener key", '\n\nlistener "x" { listen = "127.0.0.1:1", forward = "127.0.0.1:2", wrokers = 3 }\n',
+     r":3: listener \"x\": unknown key 'wrokers'"),
+    ("number out of bounds", 'listener "x" { listen = "127.0.0.1:1", forward = "127.0.0.1:2", workers = 0 }\n',
+     r":1: listener \"x\": key 'workers': must be from 1 to"),
+    ("bad protocol", 'listener "x" { listen = "127.0.0.1:1", forward = "127.0.0.1:2", protocol = "uucp" }\n',
+     r"key 'protocol': expected \"smtp\" or \"lmtp\""),
+    ("bad address", 'listener "x" { listen = "127.0.0.1", forward = "127.0.0.1:2" }\n',
+     r"key 'listen': '127\.0\.0\.1'"),
+    ("missing forward", '-- comment\nlistener "x" { listen = "127.0.0.1:1" }\n',
+     r":2: listener \"x\": key 'forward' is required"),
+    ("no listener at all", 'log_level = "info"\n', r"no listener declared"),
+    ("Lua syntax error", 'log_level = "info\n', r":1: unfinished string"),
+    ("endless loop", 'while true do end\n', r"takes too long"),
+    ("duplicate listen address", L % 10024 + 'listener "y" { listen = "127.0.0.1:10024", forward = "127.0.0.1:25" }\n',
+     r":2: listener \"y\": key 'listen': 127\.0\.0\.1:10024 is already used"),
+    ("public address without allow", 'listener "pub" { listen = "192.0.2.1:10024", forward = "127.0.0.1:25" }\n',
+     r"listener \"pub\": listens on 192\.0\.2\.1:10024, which is not a loopback address, without an explicit 'allow'"),
+    ("bad allow entry", 'listener "x" { listen = "127.0.0.1:1", forward = "127.0.0.1:2", allow = { "10.0.0.0/33" } }\n',
+     r"key 'allow': entry 1 is not a network"),
+    ("os.execute is not there", 'os.execute("true")\n' + L % 10024, r"attempt to index a nil value"),
+]
+for name, text, want in cases:
+    rc, out, path = check_config(text)
+    t.ok(rc == 1 and path in out, "%s: exit 1 naming the file" % name, "rc=%d %s" % (rc, out))
+    t.match(want, out, "%s: the error says where and what" % name)
+
+rc, out, _ = check_config('listener "pub" { listen = "192.0.2.1:10024", forward = "127.0.0.1:25", '
+                          'allow = { "192.0.2.0/24" } }\n')
+t.eq(rc, 0, "a non-loopback listener with an explicit allow list is accepted")
+
+p = subprocess.run([POSTERND, "-k"], capture_output=True, text=True, timeout=10)
+t.ok(p.returncode == 0 and "listener\tmax_message_size\t64M\t" in p.stdout and
+     "global\tspool_dir\t" in p.stdout, "posternd -k lists every key with its default", p.stdout)
+
+# the allow list at connect time
+sink = Sink()
+pd = Posternd({"closed": {"forward": "127.0.0.1:%d" % sink.port, "allow": ["192.0.2.0/24"]},
+               "open": {"forward": "127.0.0.1:%d" % sink.port}})
+c = Client(pd.ports["closed"])
+t.match(r"^554 5\.7\.1 .*client 127\.0\.0\.1 not allowed", c.greeting.text,
+        "a client outside the allow list gets 554 5.7.1 at connect")
+t.ok(c.closed(), "and is disconnected")
+t.ok(pd.wait_log(r"127\.0\.0\.1: client not in the allow list of listener closed: refused"),
+     "the refusal is logged")
+c = Client(pd.ports["open"])
+t.eq(c.greeting.code, 220, "the default allow list (loopback) lets 127.0.0.1 in")
+c.close()
+
+if os.geteuid() == 0:
+    users = set()
+    for pid in pd.children():
+        with open("/proc/%d/status" % pid) as f:
+            for line in f:
+                if line.startswith("Uid:"):
+                    users.add(int(line.split()[1]))
+    t.eq(users, {pwd.getpwnam("nobody").pw_uid}, "started as root, the workers run as the configured user")
+    with open("/proc/%d/status" % pd.proc.pid) as f:
+        uid = [int(l.split()[1]) for l in f if l.startswith("Uid:")][0]
+    t.eq(uid, pwd.getpwnam("nobody").pw_uid, "... and so does the master, after binding")
+pd.stop()
+t.eq(pd.proc.returncode, 0, "SIGTERM: exit status 0")
+t.done()

@@ -1,0 +1,384 @@
+"""harness - what every end-to-end spec needs: TAP, free ports, the sink, posternd, a client
+
+Python standard library only. Every spec builds its own world in a fresh
+directory: a sink (demo/sink.py) on a free 127.0.0.1 port, a posternd with a
+config written for the scenario, and raw SMTP clients. Processes are stopped
+by PID when the spec ends, whatever happens. Every wait is bounded.
+
+Environment (set by `make check`, see Makefile.am): POSTERND (the binary),
+SRCDIR (the source tree).
+"""
+import atexit
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+SRCDIR = os.environ.get("SRCDIR", os.path.join(os.path.dirname(__file__), "..", ".."))
+POSTERND = os.environ.get("POSTERND", os.path.join(SRCDIR, "daemon", "posternd"))
+SINK = os.path.join(SRCDIR, "demo", "sink.py")
+
+
+# ---------------------------------------------------------------- TAP
+SANITIZER_REPORT = re.compile(r"ERROR: AddressSanitizer|ERROR: LeakSanitizer|runtime error: |"
+                              r"SUMMARY: UndefinedBehaviorSanitizer")
+_daemons = []  # every Posternd of the spec, checked for sanitizer reports at the end
+
+
+class Tap:
+    """ok/eq/match print TAP lines; done() prints the plan and exits."""
+
+    def __init__(self):
+        self.n = 0
+        self.failed = 0
+
+    def ok(self, cond, name, diag=None):
+        self.n += 1
+        print("%s %d - %s" % ("ok" if cond else "not ok", self.n, name), flush=True)
+        if not cond:
+            self.failed += 1
+            if diag:
+                for line in str(diag).splitlines()[:40]:
+                    print("# " + line, flush=True)
+        return cond
+
+    def eq(self, got, want, name):
+        return self.ok(got == want, name, "got %r, want %r" % (got, want))
+
+    def match(self, pattern, text, name):
+        return self.ok(re.search(pattern, text or "") is not None, name,
+                       "no match for %r in %r" % (pattern, (text or "")[-2000:]))
+
+    def done(self):
+        for pd in _daemons:
+            log = pd.log()
+            self.ok(not SANITIZER_REPORT.search(log), "no sanitizer report in posternd's log (%s)"
+                    % os.path.basename(pd.logpath), log[-3000:])
+        print("1..%d" % self.n, flush=True)
+        sys.exit(1 if self.failed else 0)
+
+    def bail(self, why):
+        print("Bail out! %s" % why, flush=True)
+        sys.exit(1)
+
+
+t = Tap()
+
+
+def skip_all(why):
+    """A platform truly lacks something (never used to hide a failure)."""
+    print("1..0 # SKIP %s" % why, flush=True)
+    sys.exit(0)
+
+
+# ---------------------------------------------------------------- workspace and processes
+_children = []
+_workspace = []
+
+
+def workspace():
+    """A fresh directory for this spec, removed at exit (kept if KEEP_SPEC_DIRS is set)."""
+    if not _workspace:
+        d = tempfile.mkdtemp(prefix="postern-spec-")
+        os.chmod(d, 0o755)  # posternd drops to an unprivileged user when run as root
+        _workspace.append(d)
+    return _workspace[0]
+
+
+def _cleanup():
+    for p in _children:
+        if p.poll() is None:
+            try:
+                p.terminate()
+                p.wait(timeout=10)
+            except Exception:
+                p.kill()
+    if _workspace and not os.environ.get("KEEP_SPEC_DIRS"):
+        shutil.rmtree(_workspace[0], ignore_errors=True)
+
+
+atexit.register(_cleanup)
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def wait_until(pred, timeout=10.0, step=0.05):
+    """pred() until true or the time is up; returns its last value."""
+    end = time.monotonic() + timeout
+    while True:
+        v = pred()
+        if v or time.monotonic() > end:
+            return v
+        time.sleep(step)
+
+
+def port_open(port):
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+        return True
+    except OSError:
+        return False
+
+
+# ---------------------------------------------------------------- the sink
+class Sink:
+    """demo/sink.py on a free port; messages() reads what it stored."""
+
+    def __init__(self, *args, port=None, name="sink"):
+        self.port = port or free_port()
+        self.dir = os.path.join(workspace(), "%s-%d" % (name, self.port))
+        os.makedirs(self.dir, exist_ok=True)
+        self.proc = subprocess.Popen(
+            [sys.executable, SINK, "--quiet", "--listen", "127.0.0.1:%d" % self.port,
+             "--dir", self.dir] + list(args))
+        _children.append(self.proc)
+        if not wait_until(lambda: port_open(self.port) or self.proc.poll() is not None, 10):
+            t.bail("sink did not start on %d" % self.port)
+
+    def messages(self):
+        """[(envelope dict, bytes)] in arrival order."""
+        out = []
+        for name in sorted(os.listdir(self.dir)):
+            if name.endswith(".json"):
+                base = os.path.join(self.dir, name[:-5])
+                with open(base + ".json") as f:
+                    env = json.load(f)
+                with open(base + ".eml", "rb") as f:
+                    out.append((env, f.read()))
+        return out
+
+    def count(self):
+        return sum(1 for n in os.listdir(self.dir) if n.endswith(".json"))
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout=10)
+
+
+# ---------------------------------------------------------------- posternd
+def lua_value(v):
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return repr(v)
+    if isinstance(v, (list, tuple)):
+        return "{ " + ", ".join(lua_value(x) for x in v) + " }"
+    return '"' + str(v).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+class Posternd:
+    """posternd -f on a config made of `settings` and `listeners`.
+
+    listeners: {name: {key: value}}; "listen" defaults to a free port and the
+    port is kept in self.ports[name].
+    """
+
+    def __init__(self, listeners, settings=None, start=True, args=()):
+        self.dir = workspace()
+        self.ports = {}
+        self.conf = os.path.join(self.dir, "postern-%d.conf" % free_port())
+        self.spool = os.path.join(self.dir, "spool")
+        self.logpath = self.conf[:-5] + ".log"
+        self.args = list(args)
+        g = {"spool_dir": self.spool, "hostname": "filter.test", "log_level": "info"}
+        if os.geteuid() == 0:
+            g["user"] = "nobody"
+        g.update(settings or {})
+        self.write(g, listeners)
+        self.proc = None
+        _daemons.append(self)
+        if start:
+            self.start()
+
+    def write(self, settings, listeners):
+        lines = ["%s = %s" % (k, lua_value(v)) for k, v in settings.items()]
+        for name, keys in listeners.items():
+            keys = dict(keys)
+            if "listen" not in keys:
+                keys["listen"] = "127.0.0.1:%d" % self.ports.get(name, free_port())
+            self.ports[name] = int(keys["listen"].rsplit(":", 1)[1])
+            body = ",\n".join("  %s = %s" % (k, lua_value(v)) for k, v in keys.items())
+            lines.append('listener "%s" {\n%s\n}' % (name, body))
+        with open(self.conf, "w") as f:
+            f.write("\n".join(lines) + "\n")
+
+    def start(self):
+        self.logf = open(self.logpath, "ab")
+        self.proc = subprocess.Popen([POSTERND, "-f", "-c", self.conf] + self.args,
+                                     stdout=self.logf, stderr=self.logf)
+        _children.append(self.proc)
+        ok = wait_until(lambda: self.proc.poll() is not None or
+                        all(port_open(p) for p in self.ports.values()), 15)
+        if self.proc.poll() is not None or not ok:
+            t.bail("posternd did not start:\n" + self.log())
+        return self
+
+    def log(self):
+        try:
+            with open(self.logpath, "rb") as f:
+                return f.read().decode("utf-8", "replace")
+        except OSError:
+            return ""
+
+    def wait_log(self, pattern, timeout=10.0, after=0):
+        """Wait for a log line matching pattern (past byte offset `after`); the match or None."""
+        rx = re.compile(pattern)
+
+        def look():
+            return rx.search(self.log()[after:])
+        return wait_until(look, timeout)
+
+    def signal(self, sig):
+        self.proc.send_signal(sig)
+
+    def stop(self, timeout=30):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode
+
+    def children(self):
+        """PIDs of the workers (children of the master)."""
+        try:
+            with open("/proc/%d/task/%d/children" % (self.proc.pid, self.proc.pid)) as f:
+                return [int(x) for x in f.read().split()]
+        except OSError:
+            return []
+
+    def spool_files(self):
+        return os.listdir(self.spool) if os.path.isdir(self.spool) else []
+
+
+def check_config(text):
+    """posternd -t on a config text: (exit status, output)."""
+    path = os.path.join(workspace(), "check-%d.conf" % free_port())
+    with open(path, "w") as f:
+        f.write(text)
+    p = subprocess.run([POSTERND, "-t", "-c", path], capture_output=True, timeout=30)
+    return p.returncode, (p.stdout + p.stderr).decode("utf-8", "replace"), path
+
+
+# ---------------------------------------------------------------- a raw SMTP client
+class Reply:
+    def __init__(self, code, lines):
+        self.code = code
+        self.lines = lines
+        self.text = "\n".join(lines)
+
+    def __repr__(self):
+        return "Reply(%r)" % self.text
+
+    def cls(self):
+        return self.code // 100
+
+
+class Client:
+    """A raw SMTP/LMTP client: every byte is the spec's choice."""
+
+    def __init__(self, port, timeout=30, greet=True):
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+        self.buf = b""
+        self.greeting = self.reply() if greet else None
+
+    def send(self, data):
+        if isinstance(data, str):
+            data = data.encode()
+        self.sock.sendall(data)
+
+    def line(self):
+        while b"\n" not in self.buf:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise EOFError("connection closed")
+            self.buf += chunk
+        line, _, self.buf = self.buf.partition(b"\n")
+        return line.rstrip(b"\r").decode("utf-8", "replace")
+
+    def reply(self):
+        lines = []
+        while True:
+            line = self.line()
+            lines.append(line)
+            if len(line) < 4 or line[3] != "-":
+                return Reply(int(line[:3]), lines)
+
+    def cmd(self, text):
+        self.send(text + "\r\n")
+        return self.reply()
+
+    def closed(self, timeout=5):
+        """True if the server closes the connection (after any pending bytes)."""
+        self.sock.settimeout(timeout)
+        try:
+            while True:
+                chunk = self.sock.recv(65536)
+                if not chunk:
+                    return True
+        except socket.timeout:
+            return False
+        except OSError:
+            return True
+
+    def close(self):
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+
+def stuff(data):
+    """Dot-stuff CRLF message bytes and add the end line."""
+    if isinstance(data, str):
+        data = data.encode()
+    out = re.sub(rb"(^|\r\n)\.", rb"\1..", data)
+    if not out.endswith(b"\r\n"):
+        out += b"\r\n"
+    return out + b".\r\n"
+
+
+def send_message(c, sender, rcpts, data, hello="EHLO client.test", lmtp=False, params=""):
+    """One transaction on client c; returns the data reply (a list of them in LMTP)."""
+    if hello:
+        r = c.cmd(hello)
+        assert r.code == 250, r
+    r = c.cmd("MAIL FROM:<%s>%s" % (sender, params))
+    assert r.code == 250, r
+    for rc in rcpts:
+        r = c.cmd("RCPT TO:<%s>" % rc)
+        assert r.code == 250, r
+    r = c.cmd("DATA")
+    assert r.code == 354, r
+    c.send(stuff(data))
+    if lmtp:
+        return [c.reply() for _ in rcpts]
+    return c.reply()
+
+
+def message(subject="test", body="Hello.\r\n", extra=""):
+    return ("From: Sender <sender@example.org>\r\nTo: rcpt@example.com\r\n"
+            "Subject: %s\r\nMessage-ID: <%s@example.org>\r\n%s\r\n%s" %
+            (subject, os.urandom(6).hex(), extra, body)).encode()
+
+
+def split_added(received, original):
+    """(added header bytes, rest) if received ends with original bytes, else (None, None)."""
+    if not received.endswith(original):
+        return None, None
+    return received[:len(received) - len(original)], received[len(received) - len(original):]

@@ -26,12 +26,25 @@
 
 #define WORKER_POLL_MS	1000	/* how often an idle worker looks at its parent */
 
-/* on_term - SIGTERM/SIGINT: finish the session in progress, then leave */
+static int listen_fd_to_close = -1;	/* our copy of the listening socket */
+
+/*
+ * on_term - SIGTERM/SIGINT: finish the session in progress, then leave
+ *
+ * Our copy of the listening socket is closed at once (close() is safe in a
+ * handler): while any process holds it the kernel keeps accepting connections
+ * that nobody will serve, and an MTA would wait on them for the whole drain.
+ * close(), not shutdown(): on SIGHUP the new generation shares the socket.
+ */
 static void
 on_term(int sig)
 {
 	(void)sig;
 	io_stop_requested = 1;
+	if (listen_fd_to_close >= 0) {
+		close(listen_fd_to_close);
+		listen_fd_to_close = -1;
+	}
 }
 
 /* worker_signals - the master's handlers do not apply here */
@@ -79,6 +92,7 @@ worker_main(const struct config *cfg, const struct listener_cfg *lc, int listen_
 	pid_t parent = getppid();
 	long sessions = 0;
 
+	listen_fd_to_close = listen_fd;
 	worker_signals();
 	if (getppid() != parent)	/* the master died before prctl took effect */
 		exit(0);

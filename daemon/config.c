@@ -94,6 +94,8 @@ static const struct key listener_keys[] = {
 	  "seconds to wait for the next command; then 421 4.4.2" },
 	{ "data_timeout", KT_SECONDS, L(data_timeout_ms), "300", 1, 86400000,
 	  "seconds to wait for each piece of message data; then 421 4.4.2" },
+	{ "min_data_rate", KT_INT, L(min_data_rate), "500", 0, 1000000000,
+	  "bytes/s: DATA may take data_timeout plus this rate's time for what arrived (0: no bound)" },
 	{ "forward_connect_timeout", KT_SECONDS, L(forward_connect_timeout_ms), "30", 1, 86400000,
 	  "seconds to connect to forward and read its greeting" },
 	{ "forward_timeout", KT_SECONDS, L(forward_timeout_ms), "600", 1, 86400000,

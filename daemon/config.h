@@ -36,6 +36,7 @@ struct listener_cfg {
 	long	max_errors;		/* client errors before 421 and close */
 	long	command_timeout_ms;	/* wait for a command line */
 	long	data_timeout_ms;	/* wait for each DATA/BDAT read */
+	long	min_data_rate;		/* bytes/s a DATA/BDAT phase must keep up; 0 = any */
 	long	forward_connect_timeout_ms; /* connect + greeting downstream */
 	long	forward_timeout_ms;	/* each downstream reply */
 	long	forward_cache_ms;	/* keep an idle downstream connection this long */

@@ -695,15 +695,25 @@ notify_then_deliver(struct downstream *ds, const struct config *cfg, const struc
 			char *text = xasprintf("451 4.3.0 some recipients were refused by forward and "
 					       "the notification to the sender failed: %s", bounce_to.reply);
 
+			char *e_to = esc_logs(m->sender), *e_reply = esc_logs(bounce_to.reply);
+
 			log_warnx("%s: delivery status notification to <%s> failed: %s", m->id,
-				  m->sender, bounce_to.reply);
+				  e_to, e_reply);
+			free(e_to);
+			free(e_reply);
 			for (size_t i = 0; i < t->nrcpts; i++)
 				message_set_reply(t->rcpts[i], 451, text);
 			free(text);
 			goto out;
 		}
-		log_info("%s: delivery status notification for %zu refused recipient(s) sent to <%s>: %s",
-			 m->id, nfailed, m->sender, bounce_to.reply);
+		{
+			char *e_to = esc_logs(m->sender), *e_reply = esc_logs(bounce_to.reply);
+
+			log_info("%s: delivery status notification for %zu refused recipient(s) "
+				 "sent to <%s>: %s", m->id, nfailed, e_to, e_reply);
+			free(e_to);
+			free(e_reply);
+		}
 	}
 	{
 		struct tx again = *t;

@@ -57,6 +57,7 @@ struct session {
 	int	errors;			/* client errors so far */
 	struct buf line;		/* the current command line */
 	const char *last_cmd;		/* verb of the current command, for logs */
+	char   *line_for_log;		/* escaped copy of the command line (debug only), owned */
 	struct message *msg;		/* the transaction, owned; NULL outside */
 	struct lfnorm bdat_norm;	/* BDAT: bare-LF state across chunks */
 };
@@ -71,6 +72,20 @@ enter_state(struct session *s, enum smtp_state st)
 	s->state = st;
 }
 
+/*
+ * make_printable - replace what RFC 5321 4.2 does not allow in reply text
+ *
+ * Client bytes echoed in an error reply (a bad parameter name) must not carry
+ * control or 8-bit bytes to the MTA's log; Postfix's printable() does the same.
+ */
+static void
+make_printable(char *text)
+{
+	for (unsigned char *p = (unsigned char *)text; *p; p++)
+		if (*p < 0x20 || *p >= 0x7f)
+			*p = '?';
+}
+
 /* reply - queue one reply line "CODE ENH text" */
 static void __attribute__((format(printf, 4, 5)))
 reply(struct session *s, int code, const char *enh, const char *fmt, ...)
@@ -82,6 +97,7 @@ reply(struct session *s, int code, const char *enh, const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(text, sizeof(text), fmt, ap);
 	va_end(ap);
+	make_printable(text);
 	n = snprintf(line, sizeof(line), "%d %s %s\r\n", code, enh, text);
 	if (n < 0 || (size_t)n >= sizeof(line))
 		n = (int)sizeof(line) - 1;
@@ -98,16 +114,15 @@ static void __attribute__((format(printf, 4, 5)))
 client_error(struct session *s, int code, const char *enh, const char *fmt, ...)
 {
 	char text[1024];
-	char *e;
 	va_list ap;
 
 	va_start(ap, fmt);
 	vsnprintf(text, sizeof(text), fmt, ap);
 	va_end(ap);
+	make_printable(text);
 	reply(s, code, enh, "%s", text);
-	e = esc_log(s->line.ptr ? s->line.ptr : "", s->line.len > 200 ? 200 : s->line.len);
-	log_debug("%s: %d %s %s (command: %s)", s->client.ip, code, enh, text, e);
-	free(e);
+	log_debug("%s: %d %s %s (command: %s)", s->client.ip, code, enh, text,
+		  s->line_for_log ? s->line_for_log : "");
 	if (++s->errors >= s->lc->max_errors) {
 		log_warnx("%s: too many errors (%d) in session on listener %s, disconnecting",
 			  s->client.ip, s->errors, s->lc->name);
@@ -157,6 +172,9 @@ parse_path(char *args, const char *keyword, char **addr_r, char **params_r)
 	start = ++p;
 	for (; *p != '\0'; p++) {
 		if (*p == '\\' && p[1] != '\0') {
+			/* RFC 5321 4.1.2: quoted-pairSMTP escapes printable ASCII only */
+			if ((unsigned char)p[1] < 0x20 || p[1] == 0x7f)
+				return -1;
 			p++;
 			continue;
 		}
@@ -203,6 +221,16 @@ next_param(char **cursor, char **value_r)
 		*eq++ = '\0';
 	*value_r = eq;
 	return start;
+}
+
+/* has_control - does s hold a control byte (C0 or DEL) */
+static bool
+has_control(const char *s)
+{
+	for (const unsigned char *p = (const unsigned char *)s; *p; p++)
+		if (*p < 0x20 || *p == 0x7f)
+			return true;
+	return false;
 }
 
 /* is_xtext - plausible RFC 3461 xtext (what we pass on untouched) */
@@ -289,6 +317,7 @@ cmd_xforward(struct session *s, char *args)
 	int seen = 0;
 
 	while ((name = next_param(&cursor, &value)) != NULL) {
+		char *one = NULL;
 		int i;
 
 		for (i = 0; i < XF_COUNT; i++)
@@ -298,13 +327,14 @@ cmd_xforward(struct session *s, char *args)
 			client_error(s, 501, "5.5.4", "Bad XFORWARD attribute name: %.64s", name);
 			goto out;
 		}
-		free(decoded[i]);
-		if (xtext_decode(value, &decoded[i]) < 0 || strlen(decoded[i]) > 255 ||
-		    strpbrk(decoded[i], "\r\n") != NULL) {
-			decoded[i] = NULL;
+		if (xtext_decode(value, &one) < 0 || strlen(one) > 255 || has_control(one)) {
+			if (one != NULL)
+				free(one);
 			client_error(s, 501, "5.5.4", "Bad XFORWARD attribute value for %s", name);
 			goto out;
 		}
+		free(decoded[i]);
+		decoded[i] = one;
 		seen++;
 	}
 	if (seen == 0) {
@@ -333,7 +363,7 @@ mail_param(struct session *s, struct message *m, const char *key, const char *va
 
 		errno = 0;
 		v = value ? strtoull(value, &end, 10) : 0;
-		if (value == NULL || *value == '\0' || *end != '\0' || errno != 0) {
+		if (value == NULL || !isdigit((unsigned char)*value) || *end != '\0' || errno != 0) {
 			client_error(s, 501, "5.5.4", "Bad SIZE parameter");
 			return false;
 		}
@@ -412,10 +442,13 @@ valid_notify(const char *v)
 {
 	char copy[64], *tok, *save;
 
-	if (v == NULL || strlen(v) >= sizeof(copy))
+	if (v == NULL || *v == '\0' || strlen(v) >= sizeof(copy))
 		return false;
 	if (strcasecmp(v, "NEVER") == 0)
 		return true;
+	/* strtok_r skips empty elements; RFC 3461 4.1 has none */
+	if (*v == ',' || v[strlen(v) - 1] == ',' || strstr(v, ",,") != NULL)
+		return false;
 	strcpy(copy, v);
 	for (tok = strtok_r(copy, ",", &save); tok; tok = strtok_r(NULL, ",", &save))
 		if (strcasecmp(tok, "SUCCESS") && strcasecmp(tok, "FAILURE") && strcasecmp(tok, "DELAY"))
@@ -466,7 +499,7 @@ store(struct session *s, const char *p, size_t len)
 {
 	struct message *m = s->msg;
 
-	if (m == NULL || m->too_big || m->spool_errno != 0 || len == 0)
+	if (m == NULL || m->spool == NULL || m->too_big || m->spool_errno != 0 || len == 0)
 		return;
 	if ((unsigned long)m->size + len > (unsigned long)s->lc->max_message_size) {
 		m->too_big = true;
@@ -514,18 +547,52 @@ lost_connection(struct session *s, int rc)
 	enter_state(s, STATE_QUIT);
 }
 
+/*
+ * data_phase_begin, data_phase_progress - the deadline of a DATA or BDAT read
+ *
+ * Each wait is bounded by data_timeout; the whole phase by data_timeout plus
+ * the time min_data_rate allows for the bytes received so far (Postfix's
+ * smtpd_min_data_rate), so a client trickling a byte at a time is cut off.
+ */
+static void
+data_phase_begin(struct session *s, long long *start_r)
+{
+	*start_r = io_now_ms();
+	s->io.timeout_ms = (int)s->lc->data_timeout_ms;
+	if (s->lc->min_data_rate > 0)
+		io_set_deadline(&s->io, *start_r + s->lc->data_timeout_ms);
+}
+
+static void
+data_phase_progress(struct session *s, long long start, unsigned long long bytes)
+{
+	if (s->lc->min_data_rate > 0)
+		io_set_deadline(&s->io, start + s->lc->data_timeout_ms +
+				(long long)(bytes * 1000 / (unsigned long long)s->lc->min_data_rate));
+}
+
+/* data_phase_end - back to command timeouts */
+static void
+data_phase_end(struct session *s)
+{
+	io_set_deadline(&s->io, 0);
+	s->io.timeout_ms = (int)s->lc->command_timeout_ms;
+}
+
 /* read_dot_data - DATA content up to CRLF.CRLF into the spool; IO_OK or an error */
 static int
 read_dot_data(struct session *s)
 {
+	unsigned long long received = 0;
 	struct unstuff u;
 	struct buf out;
 	bool done = false;
+	long long start;
 	int rc = IO_OK;
 
 	unstuff_init(&u);
 	buf_init(&out, 0);
-	s->io.timeout_ms = (int)s->lc->data_timeout_ms;
+	data_phase_begin(s, &start);
 	while (!done) {
 		size_t used;
 
@@ -533,11 +600,13 @@ read_dot_data(struct session *s)
 			break;
 		used = unstuff_feed(&u, io_rptr(&s->io), io_avail(&s->io), &out, &done);
 		io_rconsume(&s->io, used);
+		received += used;
+		data_phase_progress(s, start, received);
 		store(s, out.ptr, out.len);
 		buf_reset(&out);
 		rc = IO_OK;
 	}
-	s->io.timeout_ms = (int)s->lc->command_timeout_ms;
+	data_phase_end(s);
 	buf_release(&out);
 	return rc;
 }
@@ -546,11 +615,13 @@ read_dot_data(struct session *s)
 static int
 read_chunk(struct session *s, unsigned long long n)
 {
+	unsigned long long received = 0;
 	struct buf out;
+	long long start;
 	int rc = IO_OK;
 
 	buf_init(&out, 0);
-	s->io.timeout_ms = (int)s->lc->data_timeout_ms;
+	data_phase_begin(s, &start);
 	while (n > 0) {
 		size_t take;
 
@@ -564,9 +635,11 @@ read_chunk(struct session *s, unsigned long long n)
 		}
 		io_rconsume(&s->io, take);
 		n -= take;
+		received += take;
+		data_phase_progress(s, start, received);
 		rc = IO_OK;
 	}
-	s->io.timeout_ms = (int)s->lc->command_timeout_ms;
+	data_phase_end(s);
 	buf_release(&out);
 	return rc;
 }
@@ -675,7 +748,11 @@ cmd_bdat(struct session *s, char *args)
 	if (strcasecmp(p, "LAST") == 0)
 		last = true;
 	else if (*p != '\0') {
+		struct message *keep = s->msg;
+
+		s->msg = NULL;		/* read and throw away */
 		rc = read_chunk(s, n);
+		s->msg = keep;
 		client_error(s, 501, "5.5.4", "Syntax: BDAT size [LAST]");
 		end_transaction(s);
 		if (rc != IO_OK)
@@ -896,7 +973,12 @@ command_loop(struct session *s)
 			client_error(s, 500, "5.5.2", "Error: line too long");
 			continue;
 		}
+		if (log_debug_enabled())	/* copied before the parsers cut it up */
+			s->line_for_log = esc_log(s->line.ptr ? s->line.ptr : "",
+						  s->line.len > 200 ? 200 : s->line.len);
 		dispatch(s);
+		free(s->line_for_log);
+		s->line_for_log = NULL;
 	}
 }
 

@@ -1,10 +1,8 @@
 /*
  * io - buffered socket I/O where every read and write has a deadline
  *
- * See io.h. Deadlines are per operation: a peer that trickles one byte a
- * minute is cut off after timeout_ms of silence, not after the total time.
- * XXX a total transaction deadline would also stop a slow trickle; the
- * listener's data timeout bounds each read only.
+ * See io.h. timeout_ms bounds each wait; deadline_ms, when set, bounds the
+ * sum of the waits of a phase, so silence and a slow trickle both end.
  */
 #include <errno.h>
 #include <poll.h>
@@ -21,9 +19,9 @@
 
 volatile int io_stop_requested;
 
-/* now_ms - monotonic milliseconds */
-static long long
-now_ms(void)
+/* io_now_ms - monotonic milliseconds */
+long long
+io_now_ms(void)
 {
 	struct timespec ts;
 
@@ -41,6 +39,7 @@ io_init(struct io *io, int fd, int timeout_ms)
 	io->rstart = io->rend = 0;
 	buf_init(&io->wbuf, 0);
 	io->timeout_ms = timeout_ms;
+	io->deadline_ms = 0;
 	io->error_errno = 0;
 	io->interruptible = false;
 }
@@ -71,12 +70,12 @@ io_wait_fd(int fd, short events, int timeout_ms)
 int
 io_wait_fd_stoppable(int fd, short events, int timeout_ms, bool stoppable)
 {
-	long long deadline = now_ms() + timeout_ms;
+	long long deadline = io_now_ms() + timeout_ms;
 	struct pollfd pfd;
 	int n;
 
 	for (;;) {
-		long long left = deadline - now_ms();
+		long long left = deadline - io_now_ms();
 
 		if (left < 0)
 			left = 0;
@@ -106,7 +105,7 @@ int
 io_fill(struct io *io)
 {
 	ssize_t n;
-	int rc;
+	int rc, wait_ms;
 
 	if ((rc = io_flush(io)) != IO_OK)
 		return rc;
@@ -135,7 +134,16 @@ io_fill(struct io *io)
 		}
 		if (io->interruptible && io_stop_requested)
 			return IO_STOPPED;
-		rc = io_wait_fd_stoppable(io->fd, POLLIN, io->timeout_ms, io->interruptible);
+		wait_ms = io->timeout_ms;
+		if (io->deadline_ms != 0) {
+			long long left = io->deadline_ms - io_now_ms();
+
+			if (left <= 0)
+				return IO_TIMEOUT;
+			if (left < wait_ms)
+				wait_ms = (int)left;
+		}
+		rc = io_wait_fd_stoppable(io->fd, POLLIN, wait_ms, io->interruptible);
 		if (rc == 0)
 			return IO_TIMEOUT;
 		if (rc == -2)
@@ -157,9 +165,13 @@ io_fill(struct io *io)
 int
 io_getline(struct io *io, struct buf *line, size_t limit, bool *too_long_r)
 {
+	long long outer = io->deadline_ms, mine = io_now_ms() + io->timeout_ms;
 	bool too_long = false;
-	int rc;
+	int rc = IO_OK;
 
+	/* the whole line within timeout_ms, and within any deadline already set */
+	if (outer == 0 || mine < outer)
+		io->deadline_ms = mine;
 	buf_reset(line);
 	for (;;) {
 		const char *p = io_rptr(io);
@@ -178,12 +190,22 @@ io_getline(struct io *io, struct buf *line, size_t limit, bool *too_long_r)
 		if (nl != NULL)
 			break;
 		if ((rc = io_fill(io)) < 0)
-			return rc;
+			break;
 	}
+	io->deadline_ms = outer;
+	if (rc < 0)
+		return rc;
 	if (!too_long && line->len > 0 && line->ptr[line->len - 1] == '\r')
 		line->len--;
 	*too_long_r = too_long;
 	return IO_OK;
+}
+
+/* io_set_deadline - bound the waits of a phase (monotonic ms, io_now_ms()); 0 clears */
+void
+io_set_deadline(struct io *io, long long deadline_ms)
+{
+	io->deadline_ms = deadline_ms;
 }
 
 /* io_write - queue bytes for output, flushing when enough is pending */

@@ -9,8 +9,11 @@
  * is never left waiting while we wait for it.
  *
  * Every blocking step is bounded by timeout_ms (per operation, like Postfix's
- * smtp_stream timeouts). Errors: IO_EOF, IO_TIMEOUT, IO_ERROR (errno kept in
- * io->error_errno). Nothing here logs.
+ * smtp_stream timeouts), and by deadline_ms when one is set: io_getline()
+ * sets one for the whole line, so a peer trickling a byte at a time cannot
+ * hold a worker (Postfix's smtpd_per_record_deadline); the DATA phase sets
+ * its own with io_set_deadline(). Errors: IO_EOF, IO_TIMEOUT, IO_ERROR (errno
+ * kept in io->error_errno). Nothing here logs.
  */
 #ifndef POSTERN_IO_H
 #define POSTERN_IO_H
@@ -36,6 +39,7 @@ struct io {
 	size_t	rend;		/* one past the last unread byte */
 	struct buf wbuf;	/* pending output, owned */
 	int	timeout_ms;	/* bound on each blocking read or write */
+	long long deadline_ms;	/* monotonic bound on a whole phase (a line, the data); 0 = none */
 	int	error_errno;	/* errno of the last IO_ERROR */
 	bool	interruptible;	/* a stop request may end the current wait */
 };
@@ -57,6 +61,8 @@ int io_flush(struct io *io);
 int io_wait_fd(int fd, short events, int timeout_ms);
 int io_wait_fd_stoppable(int fd, short events, int timeout_ms, bool stoppable);
 const char *io_strerror(int status);
+long long io_now_ms(void);
+void io_set_deadline(struct io *io, long long deadline_ms);
 
 /* io_avail - unread bytes in the read buffer */
 static inline size_t io_avail(const struct io *io) { return io->rend - io->rstart; }

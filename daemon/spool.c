@@ -4,6 +4,10 @@
  * See spool.h. The data is not fsync()ed: until posternd answers, the MTA
  * holds the message in its own queue, so a spool file lost in a crash costs
  * a retry, never a message. Quarantine, which does keep mail, syncs.
+ *
+ * A worker keeps its last spool file for the next message (emptied with
+ * ftruncate) instead of creating and dropping an inode per message: on ext4
+ * that pair was a sixth of posternd's time in bench/.
  */
 #include <dirent.h>
 #include <errno.h>
@@ -21,6 +25,8 @@
 
 struct spool {
 	int	fd;		/* the file, owned */
+	char   *dir;		/* the directory it lives in, owned */
+	pid_t	owner;		/* the process that made it: a spare never crosses a fork */
 	char   *wbuf;		/* bytes not yet written, owned */
 	size_t	wlen;		/* ... how many */
 	off_t	size;		/* bytes accepted so far */
@@ -40,12 +46,31 @@ open_named(const char *dir)
 	return fd;
 }
 
+/*
+ * An emptied spool kept for the next message. It must never be shared: a
+ * spare the master made before fork() would be the same open file in every
+ * worker, so a spare made by another process is dropped, not reused.
+ */
+static struct spool *spare;
+
 /* spool_open - a fresh, nameless spool file in dir; NULL with errno on failure */
 struct spool *
 spool_open(const char *dir)
 {
 	struct spool *sp;
 	int fd;
+
+	if (spare != NULL && (spare->owner != getpid() || strcmp(spare->dir, dir) != 0)) {
+		sp = spare;
+		spare = NULL;
+		sp->error = EBADF;	/* so that spool_close() frees it */
+		spool_close(sp);
+	}
+	if (spare != NULL) {
+		sp = spare;
+		spare = NULL;
+		return sp;
+	}
 
 	fd = open(dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
 	if (fd < 0 && (errno == EOPNOTSUPP || errno == EISDIR || errno == EINVAL))
@@ -54,6 +79,8 @@ spool_open(const char *dir)
 		return NULL;
 	sp = xcalloc(1, sizeof(*sp));
 	sp->fd = fd;
+	sp->dir = xstrdup(dir);
+	sp->owner = getpid();
 	sp->wbuf = xmalloc(SPOOL_WBUF_SIZE);
 	return sp;
 }
@@ -127,13 +154,21 @@ spool_size(const struct spool *sp)
 	return sp->size;
 }
 
-/* spool_close - close and free; returns NULL */
+/* spool_close - empty it for the next message, or close and free; returns NULL */
 struct spool *
 spool_close(struct spool *sp)
 {
 	if (sp == NULL)
 		return NULL;
+	if (spare == NULL && sp->error == 0 && ftruncate(sp->fd, 0) == 0 &&
+	    lseek(sp->fd, 0, SEEK_SET) == 0) {
+		sp->wlen = 0;
+		sp->size = 0;
+		spare = sp;
+		return NULL;
+	}
 	close(sp->fd);
+	free(sp->dir);
 	free(sp->wbuf);
 	free(sp);
 	return NULL;

@@ -39,6 +39,7 @@ enum key_type {
 	KT_ENDPOINT,		/* "address:port", resolved at load */
 	KT_NETLIST,		/* list of networks: { "127.0.0.0/8", "::1" } */
 	KT_LOGLEVEL,		/* debug, info, warn, error */
+	KT_SECTION,		/* a table of sub-keys: quarantine = { dir = ... } */
 };
 
 struct key {
@@ -48,63 +49,90 @@ struct key {
 	const char *def;	/* default as it would be written; NULL = required/none */
 	long	min, max;	/* bounds for numbers (ms for seconds, bytes for sizes) */
 	const char *doc;	/* one line for postern.conf(5) */
+	const struct key *section; /* KT_SECTION: the sub-keys, stored in the same struct */
 };
 
 #define G(f) offsetof(struct config, f)
 #define L(f) offsetof(struct listener_cfg, f)
 
+static const struct key quarantine_keys[] = {
+	{ "dir", KT_STRING, G(quarantine_dir), QUARANTINE_DIR, 0, 0,
+	  "directory of quarantined messages (postern release and postern quarantine read it)", NULL },
+	{ NULL, 0, 0, NULL, 0, 0, NULL, NULL },
+};
+
 static const struct key global_keys[] = {
 	{ "user", KT_STRING, G(user), NULL, 0, 0,
-	  "user to run as after binding; required when started as root" },
+	  "user to run as after binding; required when started as root", NULL },
 	{ "group", KT_STRING, G(group), NULL, 0, 0,
-	  "group to run as; default: the user's login group" },
+	  "group to run as; default: the user's login group", NULL },
 	{ "spool_dir", KT_STRING, G(spool_dir), SPOOL_DIR, 0, 0,
-	  "directory of the per-worker spool files (never shared with other programs)" },
+	  "directory of the per-worker spool files (never shared with other programs)", NULL },
 	{ "hostname", KT_STRING, G(hostname), NULL, 0, 0,
-	  "our name in greetings and Received: lines; default: the system's host name" },
+	  "our name in greetings and Received: lines; default: the system's host name", NULL },
 	{ "log_level", KT_LOGLEVEL, G(log_level), "info", 0, 0,
-	  "debug, info, warn or error" },
+	  "debug, info, warn or error", NULL },
 	{ "syslog_facility", KT_STRING, G(syslog_facility), "mail", 0, 0,
-	  "syslog facility when not running in the foreground" },
+	  "syslog facility when not running in the foreground", NULL },
 	{ "drain_timeout", KT_SECONDS, G(drain_timeout_ms), "60", 1, 86400000,
-	  "SIGTERM: seconds sessions in progress may take to finish" },
-	{ NULL, 0, 0, NULL, 0, 0, NULL },
+	  "SIGTERM: seconds sessions in progress may take to finish", NULL },
+	{ "policy_dir", KT_STRING, G(policy_dir), POLICY_DIR, 0, 0,
+	  "where listener policies (and the modules they require) are found", NULL },
+	{ "lua_dir", KT_STRING, G(lua_dir), LUA_DIR, 0, 0,
+	  "where the postern Lua library is installed (require \"postern\")", NULL },
+	{ "policy_memory_limit", KT_SIZE, G(policy_memory_limit), "64M", 1048576, LONG_MAX,
+	  "memory one worker's policy state may use; past it the message is tempfailed", NULL },
+	{ "policy_timeout", KT_SECONDS, G(policy_timeout_ms), "10", 10, 3600000,
+	  "seconds a policy may run on one message; past it the message is tempfailed", NULL },
+	{ "policy_instruction_limit", KT_INT, G(policy_instruction_limit), "100000000", 10000, LONG_MAX,
+	  "Lua instructions a policy may run on one message; past it the message is tempfailed", NULL },
+	{ "max_header_size", KT_SIZE, G(max_header_size), "1M", 1024, 1073741824,
+	  "header bytes of a message that policies see; the rest is flagged broken", NULL },
+	{ "mime_max_depth", KT_INT, G(mime_max_depth), "32", 1, 1000,
+	  "nesting of MIME parts walked for policies", NULL },
+	{ "mime_max_parts", KT_INT, G(mime_max_parts), "2000", 1, 1000000,
+	  "MIME parts listed for policies", NULL },
+	{ "quarantine", KT_SECTION, 0, NULL, 0, 0,
+	  "quarantine = { dir = ... }", quarantine_keys },
+	{ NULL, 0, 0, NULL, 0, 0, NULL, NULL },
 };
 
 static const struct key listener_keys[] = {
 	{ "listen", KT_ENDPOINT, L(listen), NULL, 0, 0,
-	  "address:port the MTA delivers to (required)" },
+	  "address:port the MTA delivers to (required)", NULL },
 	{ "protocol", KT_PROTOCOL, L(is_lmtp), "smtp", 0, 0,
-	  "smtp or lmtp (one reply per recipient after the data)" },
+	  "smtp or lmtp (one reply per recipient after the data)", NULL },
 	{ "forward", KT_ENDPOINT, L(forward), NULL, 0, 0,
-	  "address:port accepted mail is reinjected to over SMTP (required)" },
+	  "address:port accepted mail is reinjected to over SMTP (required)", NULL },
 	{ "workers", KT_INT, L(workers), "4", 1, 1024,
-	  "processes, hence concurrent sessions, for this listener" },
+	  "processes, hence concurrent sessions, for this listener", NULL },
 	{ "allow", KT_NETLIST, L(allow), NULL, 0, 0,
-	  "client networks that may connect; default loopback only; others get 554 5.7.1" },
+	  "client networks that may connect; default loopback only; others get 554 5.7.1", NULL },
 	{ "max_message_size", KT_SIZE, L(max_message_size), "64M", 1024, LONG_MAX,
-	  "largest message accepted; larger ones get 552 5.3.4" },
+	  "largest message accepted; larger ones get 552 5.3.4", NULL },
 	{ "max_recipients", KT_INT, L(max_recipients), "1000", 1, 1000000,
-	  "recipients per transaction; more get 452 4.5.3" },
+	  "recipients per transaction; more get 452 4.5.3", NULL },
 	{ "smtp_line_limit", KT_SIZE, L(smtp_line_limit), "2048", 512, 1048576,
-	  "longest command line; longer ones get 500 5.5.2" },
+	  "longest command line; longer ones get 500 5.5.2", NULL },
 	{ "max_errors", KT_INT, L(max_errors), "20", 1, 100000,
-	  "client errors in one session before 421 4.7.0 and disconnect" },
+	  "client errors in one session before 421 4.7.0 and disconnect", NULL },
 	{ "command_timeout", KT_SECONDS, L(command_timeout_ms), "300", 1, 86400000,
-	  "seconds to wait for the next command; then 421 4.4.2" },
+	  "seconds to wait for the next command; then 421 4.4.2", NULL },
 	{ "data_timeout", KT_SECONDS, L(data_timeout_ms), "300", 1, 86400000,
-	  "seconds to wait for each piece of message data; then 421 4.4.2" },
+	  "seconds to wait for each piece of message data; then 421 4.4.2", NULL },
 	{ "min_data_rate", KT_INT, L(min_data_rate), "500", 0, 1000000000,
-	  "bytes/s: DATA may take data_timeout plus this rate's time for what arrived (0: no bound)" },
+	  "bytes/s: DATA may take data_timeout plus this rate's time for what arrived (0: no bound)", NULL },
 	{ "forward_connect_timeout", KT_SECONDS, L(forward_connect_timeout_ms), "30", 1, 86400000,
-	  "seconds to connect to forward and read its greeting" },
+	  "seconds to connect to forward and read its greeting", NULL },
 	{ "forward_timeout", KT_SECONDS, L(forward_timeout_ms), "600", 1, 86400000,
-	  "seconds to wait for each reply from forward (600: Postfix's data-done timeout)" },
+	  "seconds to wait for each reply from forward (600: Postfix's data-done timeout)", NULL },
 	{ "forward_cache_time", KT_SECONDS, L(forward_cache_ms), "5", 0, 3600000,
-	  "seconds an idle connection to forward is kept for the next message (0: never)" },
+	  "seconds an idle connection to forward is kept for the next message (0: never)", NULL },
 	{ "max_sessions", KT_INT, L(max_sessions), "1000", 1, 100000000,
-	  "a worker is replaced after this many sessions (bounds any slow leak)" },
-	{ NULL, 0, 0, NULL, 0, 0, NULL },
+	  "a worker is replaced after this many sessions (bounds any slow leak)", NULL },
+	{ "policy", KT_STRING, L(policy), NULL, 0, 0,
+	  "the listener's policy file, relative to policy_dir; none: every message passes", NULL },
+	{ NULL, 0, 0, NULL, 0, 0, NULL, NULL },
 };
 
 struct loader {
@@ -204,6 +232,37 @@ set_netlist(lua_State *L, int idx, struct listener_cfg *lc)
 	return NULL;
 }
 
+static const char *set_value(lua_State *L, int idx, const struct key *k, void *base);
+
+/* set_section - a table of sub-keys, each checked against its row */
+static const char *
+set_section(lua_State *L, int idx, const struct key *k, void *base)
+{
+	static char err[400];
+
+	if (lua_type(L, idx) != LUA_TTABLE)
+		return "expected a table { key = value, ... }";
+	lua_pushnil(L);
+	while (lua_next(L, idx) != 0) {
+		const char *name = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : NULL;
+		const struct key *sk = name ? find_key(k->section, name) : NULL;
+		const char *why;
+
+		if (sk == NULL) {
+			snprintf(err, sizeof(err), "unknown key '%s.%s'", k->name, name ? name : "?");
+			lua_pop(L, 2);
+			return err;
+		}
+		if ((why = set_value(L, lua_gettop(L), sk, base)) != NULL) {
+			snprintf(err, sizeof(err), "'%s.%s': %s", k->name, name, why);
+			lua_pop(L, 2);
+			return err;
+		}
+		lua_pop(L, 1);
+	}
+	return NULL;
+}
+
 /*
  * set_value - check the Lua value at idx against row k and store it in base
  *
@@ -218,6 +277,8 @@ set_value(lua_State *L, int idx, const struct key *k, void *base)
 	double d;
 	long v;
 
+	if (k->type == KT_SECTION)
+		return set_section(L, idx, k, base);
 	if (k->type != KT_NETLIST && k->type != KT_INT && k->type != KT_SECONDS &&
 	    k->type != KT_SIZE && lua_type(L, idx) != LUA_TSTRING)
 		return "expected a string";
@@ -293,7 +354,9 @@ apply_defaults(lua_State *L, const struct key *keys, void *base)
 	for (const struct key *k = keys; k->name != NULL; k++) {
 		const char *why;
 
-		if (k->def == NULL || k->type == KT_ENDPOINT)
+		if (k->type == KT_SECTION)
+			apply_defaults(L, k->section, base);
+		if (k->def == NULL || k->type == KT_ENDPOINT || k->type == KT_SECTION)
 			continue;
 		lua_pushstring(L, k->def);
 		if ((why = set_value(L, lua_gettop(L), k, base)) != NULL)
@@ -612,6 +675,29 @@ config_load(const char *path, char *const *overrides, size_t noverrides, char **
 	return ld.cfg;
 }
 
+/*
+ * config_defaults - every global key at its default, no listener
+ *
+ * For tools that can run without a configuration file (postern test with
+ * --policy): the same defaults the file would give.
+ */
+struct config *
+config_defaults(void)
+{
+	struct loader ld = { 0 };
+	lua_State *L;
+
+	ld.cfg = xcalloc(1, sizeof(*ld.cfg));
+	ld.cfg->path = xstrdup("(defaults)");
+	L = lua_newstate(limited_alloc, &ld);
+	if (L == NULL)
+		log_panic("cannot create a Lua state for the configuration");
+	apply_defaults(L, global_keys, ld.cfg);
+	lua_close(L);
+	fill_hostname(ld.cfg);
+	return ld.cfg;
+}
+
 /* config_free - free a configuration; returns NULL */
 struct config *
 config_free(struct config *cfg)
@@ -625,6 +711,7 @@ config_free(struct config *cfg)
 		free(lc->listen);
 		free(lc->forward);
 		free(lc->allow);
+		free(lc->policy);
 	}
 	free(cfg->listeners);
 	free(cfg->path);
@@ -634,6 +721,9 @@ config_free(struct config *cfg)
 	free(cfg->hostname);
 	free(cfg->log_level);
 	free(cfg->syslog_facility);
+	free(cfg->policy_dir);
+	free(cfg->lua_dir);
+	free(cfg->quarantine_dir);
 	free(cfg);
 	return NULL;
 }
@@ -642,8 +732,15 @@ config_free(struct config *cfg)
 static void
 print_rows(const char *section, const struct key *keys)
 {
-	for (const struct key *k = keys; k->name != NULL; k++)
+	for (const struct key *k = keys; k->name != NULL; k++) {
+		if (k->type == KT_SECTION) {
+			for (const struct key *sk = k->section; sk->name != NULL; sk++)
+				printf("%s\t%s.%s\t%s\t%s\n", section, k->name, sk->name,
+				       sk->def ? sk->def : "-", sk->doc);
+			continue;
+		}
 		printf("%s\t%s\t%s\t%s\n", section, k->name, k->def ? k->def : "-", k->doc);
+	}
 }
 
 /* config_print_keys - the key table, for the manual and for posternd -k */

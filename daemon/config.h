@@ -41,6 +41,7 @@ struct listener_cfg {
 	long	forward_timeout_ms;	/* each downstream reply */
 	long	forward_cache_ms;	/* keep an idle downstream connection this long */
 	long	max_sessions;		/* a worker exits after this many sessions */
+	char   *policy;			/* policy file relative to policy_dir, or NULL */
 };
 
 struct config {
@@ -52,6 +53,15 @@ struct config {
 	char   *log_level;		/* debug, info, warn, error */
 	char   *syslog_facility;	/* when not in the foreground */
 	long	drain_timeout_ms;	/* SIGTERM: how long sessions may finish */
+	char   *policy_dir;		/* listener policies and their modules */
+	char   *lua_dir;		/* the postern Lua library */
+	long	policy_memory_limit;	/* bytes a policy state may hold */
+	long	policy_timeout_ms;	/* a policy's time on one message */
+	long	policy_instruction_limit; /* ... and its Lua instructions */
+	long	max_header_size;	/* header bytes parsed for policies */
+	long	mime_max_depth;		/* MIME nesting walked */
+	long	mime_max_parts;		/* MIME parts listed */
+	char   *quarantine_dir;		/* quarantine = { dir = ... } */
 	struct listener_cfg *listeners;	/* owned array */
 	size_t	nlisteners;		/* its length */
 };
@@ -59,6 +69,7 @@ struct config {
 struct config *config_load(const char *path, char *const *overrides, size_t noverrides,
 			   char **error_r);
 struct config *config_free(struct config *cfg);
+struct config *config_defaults(void);
 void config_print_keys(void);
 
 #endif

@@ -23,6 +23,7 @@
 #include "config.h"
 #include "log.h"
 #include "master.h"
+#include "policy.h"
 #include "spool.h"
 #include "util/xalloc.h"
 
@@ -61,22 +62,31 @@ lookup_ids(const struct config *cfg, uid_t *uid_r, gid_t *gid_r)
 	}
 }
 
-/* prepare_spool - create the spool directory if missing and give it to the user */
+/* prepare_dir - create a private directory of ours if missing and give it to the user */
 static void
-prepare_spool(const struct config *cfg, bool as_root, uid_t uid, gid_t gid)
+prepare_dir(const struct config *cfg, const char *key, const char *dir, bool as_root, uid_t uid,
+	    gid_t gid)
 {
 	struct stat st;
 
-	if (mkdir(cfg->spool_dir, 0700) < 0 && errno != EEXIST)
-		log_fatal("%s: key 'spool_dir': cannot create %s: %s", cfg->path, cfg->spool_dir,
-			  strerror(errno));
-	if (stat(cfg->spool_dir, &st) < 0 || !S_ISDIR(st.st_mode))
-		log_fatal("%s: key 'spool_dir': %s is not a directory", cfg->path, cfg->spool_dir);
+	if (mkdir(dir, 0700) < 0 && errno != EEXIST)
+		log_fatal("%s: key '%s': cannot create %s: %s", cfg->path, key, dir, strerror(errno));
+	if (stat(dir, &st) < 0 || !S_ISDIR(st.st_mode))
+		log_fatal("%s: key '%s': %s is not a directory", cfg->path, key, dir);
 	if (as_root && (st.st_uid != uid || (st.st_mode & 077) != 0)) {
-		if (chown(cfg->spool_dir, uid, gid) < 0 || chmod(cfg->spool_dir, 0700) < 0)
-			log_fatal("cannot give %s to user %s: %s", cfg->spool_dir, cfg->user,
-				  strerror(errno));
+		if (chown(dir, uid, gid) < 0 || chmod(dir, 0700) < 0)
+			log_fatal("cannot give %s to user %s: %s", dir, cfg->user, strerror(errno));
 	}
+}
+
+/* any_policy - does any listener run a policy */
+static bool
+any_policy(const struct config *cfg)
+{
+	for (size_t i = 0; i < cfg->nlisteners; i++)
+		if (cfg->listeners[i].policy != NULL)
+			return true;
+	return false;
 }
 
 /* drop_privileges - become user/group for good */
@@ -133,6 +143,7 @@ main(int argc, char **argv)
 	size_t noverrides = 0, nsockets = 0;
 	bool foreground = false, debug = false, check_only = false, as_root;
 	struct bound *sockets = NULL;
+	struct policy **policies;
 	struct config *cfg;
 	uid_t uid = 0;
 	gid_t gid = 0;
@@ -164,7 +175,20 @@ main(int argc, char **argv)
 		return 1;
 	}
 	if (check_only) {
+		struct policy **policies = master_load_policies(cfg, &error);
+
+		if (policies == NULL) {
+			fprintf(stderr, "posternd: %s\n", error);
+			free(error);
+			config_free(cfg);
+			return 1;
+		}
 		printf("posternd: %s: configuration is valid (%zu listener(s))\n", path, cfg->nlisteners);
+		for (size_t i = 0; i < cfg->nlisteners; i++)
+			if (policies[i] != NULL)
+				printf("posternd: listener %s: policy %s loads\n", cfg->listeners[i].name,
+				       policy_path(policies[i]));
+		master_free_policies(cfg, policies);
 		config_free(cfg);
 		return 0;
 	}
@@ -178,18 +202,23 @@ main(int argc, char **argv)
 		lookup_ids(cfg, &uid, &gid);
 	else if (cfg->user != NULL)
 		log_warnx("%s: user '%s' ignored: not started as root", path, cfg->user);
-	prepare_spool(cfg, as_root, uid, gid);
+	prepare_dir(cfg, "spool_dir", cfg->spool_dir, as_root, uid, gid);
+	if (any_policy(cfg))	/* only a policy can quarantine */
+		prepare_dir(cfg, "quarantine.dir", cfg->quarantine_dir, as_root, uid, gid);
 	if (master_bind(cfg, &sockets, &nsockets, &error) < 0)
 		log_fatal("%s", error);
 	if (as_root)
 		drop_privileges(cfg, uid, gid);
 	check_spool_writable(cfg);
+	/* as the final user: a policy reads only what that user may read */
+	if ((policies = master_load_policies(cfg, &error)) == NULL)
+		log_fatal("%s", error);
 	spool_clean_dir(cfg->spool_dir, 0);
 	signal(SIGPIPE, SIG_IGN);
 	if (!foreground)
 		daemonize();
 	log_info("posternd %s starting with %s", PACKAGE_VERSION, path);
 	master_check_forwards(cfg);
-	rc = master_run(cfg, sockets, nsockets, overrides, noverrides);
+	rc = master_run(cfg, policies, sockets, nsockets, overrides, noverrides);
 	return rc;
 }

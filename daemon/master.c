@@ -21,6 +21,7 @@
 
 #include "log.h"
 #include "master.h"
+#include "policy.h"
 #include "spool.h"
 #include "util/net.h"
 #include "util/xalloc.h"
@@ -48,6 +49,7 @@ static volatile sig_atomic_t got_hup, got_term, got_chld;
 
 struct master {
 	struct config *cfg;		/* current generation's config, owned */
+	struct policy **policies;	/* one per listener of cfg (NULL: none), owned */
 	int	generation;		/* current generation number */
 	struct bound *sockets;		/* listening sockets, owned */
 	size_t	nsockets;
@@ -162,6 +164,43 @@ master_bind(const struct config *cfg, struct bound **sockets, size_t *nsockets, 
 	return 0;
 }
 
+/*
+ * master_load_policies - every listener's policy, or none and an error
+ *
+ * Loaded here, before the workers fork, so that they inherit a state that
+ * is known to load, with its patterns compiled and its tables read.
+ */
+struct policy **
+master_load_policies(const struct config *cfg, char **error_r)
+{
+	struct policy **p = xcalloc(cfg->nlisteners ? cfg->nlisteners : 1, sizeof(*p));
+
+	for (size_t i = 0; i < cfg->nlisteners; i++) {
+		p[i] = policy_load(cfg, &cfg->listeners[i], error_r);
+		if (p[i] == NULL && *error_r != NULL) {
+			char *why = *error_r;
+
+			*error_r = xasprintf("%s:%d: listener \"%s\": key 'policy': %s", cfg->path,
+					     cfg->listeners[i].line, cfg->listeners[i].name, why);
+			free(why);
+			master_free_policies(cfg, p);
+			return NULL;
+		}
+	}
+	return p;
+}
+
+/* master_free_policies - free what master_load_policies() made */
+void
+master_free_policies(const struct config *cfg, struct policy **p)
+{
+	if (p == NULL)
+		return;
+	for (size_t i = 0; i < cfg->nlisteners; i++)
+		policy_free(p[i]);
+	free(p);
+}
+
 /* master_check_forwards - warn now about a forward address nobody listens on */
 void
 master_check_forwards(const struct config *cfg)
@@ -209,7 +248,7 @@ spawn(struct master *m, size_t li)
 		for (size_t i = 0; i < m->nsockets; i++)
 			if (m->sockets[i].fd != fd)
 				close(m->sockets[i].fd);
-		worker_main(m->cfg, lc, fd);
+		worker_main(m->cfg, lc, m->policies[li], fd);
 	}
 	w->pid = pid;
 	w->generation = m->generation;
@@ -340,15 +379,23 @@ reload(struct master *m)
 {
 	char *error = NULL;
 	struct config *cfg = config_load(m->cfg->path, m->overrides, m->noverrides, &error);
+	struct policy **policies;
 
 	if (cfg == NULL) {
 		log_error("reload failed, keeping the running configuration: %s", error);
 		free(error);
 		return;
 	}
+	if ((policies = master_load_policies(cfg, &error)) == NULL) {
+		log_error("reload failed, keeping the running configuration and policies: %s", error);
+		free(error);
+		config_free(cfg);
+		return;
+	}
 	if (master_bind(cfg, &m->sockets, &m->nsockets, &error) < 0) {
 		log_error("reload failed, keeping the running configuration: %s", error);
 		free(error);
+		master_free_policies(cfg, policies);
 		config_free(cfg);
 		return;
 	}
@@ -356,8 +403,10 @@ reload(struct master *m)
 		log_warnx("reload: spool_dir changed to %s; it must exist and be writable",
 			  cfg->spool_dir);
 	log_set_level(cfg->log_level);
+	master_free_policies(m->cfg, m->policies);
 	config_free(m->cfg);
 	m->cfg = cfg;
+	m->policies = policies;
 	free(m->lstate);
 	m->lstate = xcalloc(cfg->nlisteners, sizeof(*m->lstate));
 	m->generation++;
@@ -421,12 +470,13 @@ drain(struct master *m)
 
 /* master_run - see master.h; returns the exit status */
 int
-master_run(struct config *cfg, struct bound *sockets, size_t nsockets, char *const *overrides,
-	   size_t noverrides)
+master_run(struct config *cfg, struct policy **policies, struct bound *sockets, size_t nsockets,
+	   char *const *overrides, size_t noverrides)
 {
 	struct master m = { 0 };
 
 	m.cfg = cfg;
+	m.policies = policies;
 	m.sockets = sockets;
 	m.nsockets = nsockets;
 	m.overrides = overrides;
@@ -435,9 +485,10 @@ master_run(struct config *cfg, struct bound *sockets, size_t nsockets, char *con
 	m.lstate = xcalloc(cfg->nlisteners, sizeof(*m.lstate));
 	install_signals();
 	for (size_t i = 0; i < cfg->nlisteners; i++)
-		log_info("listener %s: %s on %s, forward to %s, %ld workers", cfg->listeners[i].name,
-			 cfg->listeners[i].is_lmtp ? "LMTP" : "SMTP", cfg->listeners[i].listen,
-			 cfg->listeners[i].forward, cfg->listeners[i].workers);
+		log_info("listener %s: %s on %s, forward to %s, %ld workers, policy %s",
+			 cfg->listeners[i].name, cfg->listeners[i].is_lmtp ? "LMTP" : "SMTP",
+			 cfg->listeners[i].listen, cfg->listeners[i].forward, cfg->listeners[i].workers,
+			 policies[i] ? policy_path(policies[i]) : "none (every message passes)");
 	for (;;) {
 		struct pollfd pfd = { .fd = sig_pipe[0], .events = POLLIN };
 		long wait = fill_pools(&m);
@@ -469,6 +520,7 @@ master_run(struct config *cfg, struct bound *sockets, size_t nsockets, char *con
 		free(m.sockets[i].listen);
 	}
 	free(m.sockets);
+	master_free_policies(m.cfg, m.policies);
 	config_free(m.cfg);
 	return 0;
 }

@@ -19,8 +19,12 @@ struct bound {
 	int	fd;		/* the listening socket */
 };
 
-int master_run(struct config *cfg, struct bound *sockets, size_t nsockets,
-	       char *const *overrides, size_t noverrides);
+struct policy;
+
+int master_run(struct config *cfg, struct policy **policies, struct bound *sockets,
+	       size_t nsockets, char *const *overrides, size_t noverrides);
+struct policy **master_load_policies(const struct config *cfg, char **error_r);
+void master_free_policies(const struct config *cfg, struct policy **p);
 int master_bind(const struct config *cfg, struct bound **sockets, size_t *nsockets,
 		char **error_r);
 void master_check_forwards(const struct config *cfg);

@@ -9,10 +9,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/random.h>
 #include <unistd.h>
 
+#include "header.h"
 #include "message.h"
+#include "mime.h"
 #include "spool.h"
 #include "util/xalloc.h"
 
@@ -63,6 +66,22 @@ message_free(struct message *m)
 		free(m->rcpts[i].notify);
 		free(m->rcpts[i].orcpt);
 		free(m->rcpts[i].reply);
+		free(m->rcpts[i].policy_reply);
+		free(m->rcpts[i].forward_to);
+		edit_list_release(&m->rcpts[i].edits);
+	}
+	for (size_t i = 0; i < m->nhits; i++)
+		free(m->hits[i].rule);
+	free(m->hits);
+	edit_list_release(&m->edits);
+	free(m->quarantined);
+	if (m->hdr != NULL) {
+		header_release(m->hdr);
+		free(m->hdr);
+	}
+	if (m->mime != NULL) {
+		mime_release(m->mime);
+		free(m->mime);
 	}
 	free(m->rcpts);
 	free(m->sender);
@@ -95,6 +114,52 @@ message_set_reply(struct recipient *r, int code, const char *reply)
 	free(r->reply);
 	r->code = code;
 	r->reply = xstrdup(reply);
+	r->own_reply = false;
+}
+
+/* message_set_own_reply - record a reply of postern's own (policy, quarantine) */
+void
+message_set_own_reply(struct recipient *r, int code, const char *reply)
+{
+	message_set_reply(r, code, reply);
+	r->own_reply = true;
+}
+
+/* edit_list_add - append one header edit (copies name and value) */
+void
+edit_list_add(struct edit_list *l, enum edit_op op, const char *name, const char *value)
+{
+	struct header_edit *e;
+
+	l->v = xreallocarray(l->v, l->n + 1, sizeof(*l->v));
+	e = &l->v[l->n++];
+	e->op = op;
+	e->name = xstrdup(name);
+	e->value = value ? xstrdup(value) : NULL;
+}
+
+/* edit_list_release - free the edits */
+void
+edit_list_release(struct edit_list *l)
+{
+	for (size_t i = 0; i < l->n; i++) {
+		free(l->v[i].name);
+		free(l->v[i].value);
+	}
+	free(l->v);
+	l->v = NULL;
+	l->n = 0;
+}
+
+/* message_add_hit - record that a rule fired, and add its score */
+void
+message_add_hit(struct message *m, const char *rule, double score)
+{
+	m->hits = xreallocarray(m->hits, m->nhits + 1, sizeof(*m->hits));
+	m->hits[m->nhits].rule = xstrdup(rule);
+	m->hits[m->nhits].score = score;
+	m->nhits++;
+	m->score += score;
 }
 
 /* message_elapsed_ms - milliseconds since MAIL */
@@ -214,4 +279,168 @@ message_received_header(const struct message *m, const struct client *c, const c
 		buf_appends(out, ">");
 	}
 	buf_appendf(out, "; %s\r\n", date);
+}
+
+/* edit_key - append a serialisation of l to key (copies with equal keys are equal) */
+static void
+edit_key(const struct edit_list *l, struct buf *key)
+{
+	for (size_t i = 0; i < l->n; i++)
+		buf_appendf(key, "%d:%s:%s\n", (int)l->v[i].op, l->v[i].name,
+			    l->v[i].value ? l->v[i].value : "");
+}
+
+/* message_copy_key - what makes recipient r's copy differ from others' */
+void
+message_copy_key(const struct message *m, const struct recipient *r, struct buf *key)
+{
+	buf_reset(key);
+	edit_key(&m->edits, key);
+	buf_appends(key, "--\n");
+	edit_key(&r->edits, key);
+}
+
+/* only_additions - true when no edit touches the original header */
+static bool
+only_additions(const struct edit_list *a, const struct edit_list *b)
+{
+	for (size_t i = 0; i < a->n; i++)
+		if (a->v[i].op != EDIT_ADD)
+			return false;
+	for (size_t i = 0; i < b->n; i++)
+		if (b->v[i].op != EDIT_ADD)
+			return false;
+	return true;
+}
+
+/* edit_for - the last edit of op for name in a, then b (b wins), or NULL */
+static const struct header_edit *
+edit_for(const struct edit_list *a, const struct edit_list *b, enum edit_op op, const char *name,
+	 size_t name_len)
+{
+	const struct header_edit *found = NULL;
+	const struct edit_list *lists[2] = { a, b };
+
+	for (int l = 0; l < 2; l++)
+		for (size_t i = 0; i < lists[l]->n; i++) {
+			const struct header_edit *e = &lists[l]->v[i];
+
+			if (e->op == op && strlen(e->name) == name_len &&
+			    strncasecmp(e->name, name, name_len) == 0)
+				found = e;
+		}
+	return found;
+}
+
+/* removed - is a field of this name removed or replaced by an edit */
+static bool
+removed(const struct edit_list *a, const struct edit_list *b, const char *name, size_t len)
+{
+	return edit_for(a, b, EDIT_REMOVE, name, len) != NULL ||
+	       edit_for(a, b, EDIT_REPLACE, name, len) != NULL;
+}
+
+/* tagged_value - " tag + value", without tagging twice */
+static void
+append_tagged(struct buf *out, const char *tag, const char *value, size_t len)
+{
+	size_t tlen = strlen(tag);
+
+	while (len > 0 && (*value == ' ' || *value == '\t')) {
+		value++;
+		len--;
+	}
+	buf_appends(out, " ");
+	if (len < tlen || memcmp(value, tag, tlen) != 0)
+		buf_appends(out, tag);
+	buf_append(out, value, len);
+}
+
+/* append_additions - the EDIT_ADD fields of a then b, and the tops of replace/tag */
+static void
+append_additions(const struct edit_list *a, const struct edit_list *b, const struct header_block *hb,
+		 struct buf *out)
+{
+	const struct edit_list *lists[2] = { a, b };
+
+	for (int l = 0; l < 2; l++)
+		for (size_t i = 0; i < lists[l]->n; i++) {
+			const struct header_edit *e = &lists[l]->v[i];
+
+			if (e->op == EDIT_ADD)
+				buf_appendf(out, "%s: %s\r\n", e->name, e->value);
+		}
+	if (hb == NULL)
+		return;
+	/* a replaced or tagged field the message does not have goes on top */
+	for (int l = 0; l < 2; l++)
+		for (size_t i = 0; i < lists[l]->n; i++) {
+			const struct header_edit *e = &lists[l]->v[i];
+			size_t len = strlen(e->name);
+
+			if ((e->op != EDIT_REPLACE && e->op != EDIT_SUBJECT_TAG) ||
+			    header_find(hb, e->name, 0) != NULL ||
+			    edit_for(a, b, e->op, e->name, len) != e)
+				continue;
+			if (e->op == EDIT_REPLACE && !edit_for(a, b, EDIT_REMOVE, e->name, len))
+				buf_appendf(out, "%s: %s\r\n", e->name, e->value);
+			else if (e->op == EDIT_SUBJECT_TAG && !removed(a, b, "Subject", 7)) {
+				size_t tlen = strlen(e->value);
+
+				while (tlen > 0 && e->value[tlen - 1] == ' ')
+					tlen--;
+				buf_appends(out, "Subject: ");
+				buf_append(out, e->value, tlen);
+				buf_appends(out, "\r\n");
+			}
+		}
+}
+
+/*
+ * message_render_copy - the bytes that go before the spool for recipient r
+ *
+ * With header additions only, the copy is our lines followed by the message
+ * as received, untouched: *spool_off_r is 0. When an edit removes, replaces
+ * or tags a field, the original header is written anew with the edits
+ * applied and the copy goes on with the spool from the body: *spool_off_r
+ * is the header block's body_off. hb must be parsed in that case (the caller
+ * ensures it); Received: (ours) is added by the caller first.
+ */
+void
+message_render_copy(const struct message *m, const struct recipient *r, const struct header_block *hb,
+		    struct buf *out, off_t *spool_off_r)
+{
+	const struct edit_list *a = &m->edits, *b = r ? &r->edits : &(struct edit_list){ 0 };
+	*spool_off_r = 0;
+	if (only_additions(a, b) || hb == NULL) {
+		append_additions(a, b, NULL, out);
+		return;
+	}
+	append_additions(a, b, hb, out);
+	for (size_t i = 0; i < hb->nfields; i++) {
+		const struct header_field *f = &hb->fields[i];
+		const struct header_edit *rep = edit_for(a, b, EDIT_REPLACE, f->name, f->name_len);
+		const struct header_edit *tag = edit_for(a, b, EDIT_SUBJECT_TAG, f->name, f->name_len);
+
+		if (rep != NULL && edit_for(a, b, EDIT_REMOVE, f->name, f->name_len) == NULL) {
+			/* the replacement stands where the first such field stood */
+			if (header_find(hb, rep->name, 0) == f)
+				buf_appendf(out, "%s: %s\r\n", rep->name, rep->value);
+			continue;
+		}
+		if (removed(a, b, f->name, f->name_len))
+			continue;
+		if (tag != NULL && header_find(hb, "Subject", 0) == f) {
+			buf_append(out, f->name, f->name_len);
+			buf_appends(out, ":");
+			append_tagged(out, tag->value, f->value, f->value_len);
+			buf_appends(out, "\r\n");
+			continue;
+		}
+		buf_append(out, hb->raw + f->raw_off, f->raw_len);
+	}
+	/* lines of the header that were not fields (broken) are dropped with it */
+	if (hb->body_off > 0)
+		buf_appends(out, "\r\n");
+	*spool_off_r = hb->body_off;
 }

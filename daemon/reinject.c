@@ -66,7 +66,8 @@ struct tx {
 	const char *prefix;		/* bytes sent before the spool (added headers) */
 	size_t	prefix_len;
 	int	spool_fd;		/* the message, or -1 when prefix is all of it */
-	off_t	spool_len;
+	off_t	spool_off;		/* where in the spool the copy goes on after prefix */
+	off_t	spool_len;		/* how many spool bytes it takes from there */
 	bool	stop_on_mixed;		/* return TX_MIXED instead of sending DATA */
 };
 
@@ -399,7 +400,7 @@ queue_rcpt(struct downstream *ds, const struct recipient *r)
 	struct buf cmd;
 
 	buf_init(&cmd, 0);
-	buf_appendf(&cmd, "RCPT TO:<%s>", r->addr);
+	buf_appendf(&cmd, "RCPT TO:<%s>", r->forward_to ? r->forward_to : r->addr);
 	if (ds->dsn && r->notify != NULL)
 		buf_appendf(&cmd, " NOTIFY=%s", r->notify);
 	if (ds->dsn && r->orcpt != NULL)
@@ -461,7 +462,9 @@ send_body(struct downstream *ds, const struct tx *t)
 	if (t->spool_fd >= 0) {
 		chunk = xmalloc(STREAM_CHUNK);
 		while (rc == IO_OK && off < t->spool_len) {
-			ssize_t n = pread(t->spool_fd, chunk, STREAM_CHUNK, off);
+			size_t want = t->spool_len - off < STREAM_CHUNK ? (size_t)(t->spool_len - off) :
+				      STREAM_CHUNK;
+			ssize_t n = pread(t->spool_fd, chunk, want, t->spool_off + off);
 
 			if (n <= 0) {
 				rc = IO_ERROR;
@@ -659,6 +662,52 @@ run_tx_retrying(struct downstream *ds, const struct config *cfg, const struct li
 }
 
 /*
+ * send_notification - a delivery status notification to the sender for failed[]
+ *
+ * Returns 0 when it was sent or none is due (null sender, NOTIFY without
+ * FAILURE), -1 when forward did not take it (*why_r: its reply, caller frees).
+ */
+static int
+send_notification(struct downstream *ds, const struct config *cfg, const struct listener_cfg *lc,
+		  const struct client *c, const struct message *m, struct recipient *const *failed,
+		  size_t nfailed, char **why_r)
+{
+	struct recipient bounce_to = { 0 };
+	struct recipient *bounce_list[1] = { &bounce_to };
+	struct tx nt = { .sender = "", .rcpts = bounce_list, .nrcpts = 1, .spool_fd = -1 };
+	size_t nnotify = 0;
+	char *e_to, *e_reply;
+	struct buf dsn;
+	int rc = 0;
+
+	*why_r = NULL;
+	for (size_t i = 0; i < nfailed; i++)
+		nnotify += dsn_wanted(m, failed[i]);
+	if (nnotify == 0)
+		return 0;
+	buf_init(&dsn, 0);
+	dsn_build(m, failed, nfailed, cfg->hostname, lc->forward, &dsn);
+	nt.prefix = dsn.ptr;
+	nt.prefix_len = dsn.len;
+	bounce_to.addr = m->sender;
+	run_tx_retrying(ds, cfg, lc, c, m, &nt, NULL);
+	e_to = esc_logs(m->sender);
+	e_reply = esc_logs(bounce_to.reply);
+	if (bounce_to.code / 100 != 2) {
+		log_warnx("%s: delivery status notification to <%s> failed: %s", m->id, e_to, e_reply);
+		*why_r = xstrdup(bounce_to.reply ? bounce_to.reply : "no reply");
+		rc = -1;
+	} else
+		log_info("%s: delivery status notification for %zu refused recipient(s) sent to <%s>: %s",
+			 m->id, nfailed, e_to, e_reply);
+	free(e_to);
+	free(e_reply);
+	free(bounce_to.reply);
+	buf_release(&dsn);
+	return rc;
+}
+
+/*
  * notify_then_deliver - SMTP mode, some recipients refused for good
  *
  * The notification goes first: if it cannot be sent, nothing has been
@@ -670,50 +719,24 @@ notify_then_deliver(struct downstream *ds, const struct config *cfg, const struc
 {
 	struct recipient **failed = xreallocarray(NULL, t->nrcpts, sizeof(*failed));
 	struct recipient **ok = xreallocarray(NULL, t->nrcpts, sizeof(*ok));
-	size_t nfailed = 0, nok = 0, nnotify = 0;
-	struct recipient bounce_to = { 0 };
-	struct recipient *bounce_list[1] = { &bounce_to };
-	struct buf dsn;
+	size_t nfailed = 0, nok = 0;
+	char *why;
 
 	for (size_t i = 0; i < t->nrcpts; i++) {
-		if (t->rcpts[i]->code / 100 == 5) {
+		if (t->rcpts[i]->code / 100 == 5)
 			failed[nfailed++] = t->rcpts[i];
-			nnotify += dsn_wanted(m, t->rcpts[i]);
-		} else
+		else
 			ok[nok++] = t->rcpts[i];
 	}
-	buf_init(&dsn, 0);
-	if (nnotify > 0) {
-		struct tx nt = { .sender = "", .rcpts = bounce_list, .nrcpts = 1, .spool_fd = -1 };
+	if (send_notification(ds, cfg, lc, c, m, failed, nfailed, &why) < 0) {
+		char *text = xasprintf("451 4.3.0 some recipients were refused by forward and "
+				       "the notification to the sender failed: %s", why);
 
-		dsn_build(m, failed, nfailed, cfg->hostname, lc->forward, &dsn);
-		nt.prefix = dsn.ptr;
-		nt.prefix_len = dsn.len;
-		bounce_to.addr = m->sender;
-		run_tx_retrying(ds, cfg, lc, c, m, &nt, NULL);
-		if (bounce_to.code / 100 != 2) {
-			char *text = xasprintf("451 4.3.0 some recipients were refused by forward and "
-					       "the notification to the sender failed: %s", bounce_to.reply);
-
-			char *e_to = esc_logs(m->sender), *e_reply = esc_logs(bounce_to.reply);
-
-			log_warnx("%s: delivery status notification to <%s> failed: %s", m->id,
-				  e_to, e_reply);
-			free(e_to);
-			free(e_reply);
-			for (size_t i = 0; i < t->nrcpts; i++)
-				message_set_reply(t->rcpts[i], 451, text);
-			free(text);
-			goto out;
-		}
-		{
-			char *e_to = esc_logs(m->sender), *e_reply = esc_logs(bounce_to.reply);
-
-			log_info("%s: delivery status notification for %zu refused recipient(s) "
-				 "sent to <%s>: %s", m->id, nfailed, e_to, e_reply);
-			free(e_to);
-			free(e_reply);
-		}
+		for (size_t i = 0; i < t->nrcpts; i++)
+			message_set_reply(t->rcpts[i], 451, text);
+		free(text);
+		free(why);
+		goto out;
 	}
 	{
 		struct tx again = *t;
@@ -735,40 +758,117 @@ notify_then_deliver(struct downstream *ds, const struct config *cfg, const struc
 			}
 	}
 out:
-	free(bounce_to.reply);
-	buf_release(&dsn);
 	free(failed);
 	free(ok);
 }
 
-/* reinject_message - deliver the passed recipients of m; see reinject.h */
+/*
+ * reinject_notify - SMTP mode: tell the sender about recipients the policy refused
+ *
+ * Used when others of the same message are accepted, so our client cannot
+ * hear a 5xx for them (amavisd-new does the same). Returns 0 when sent or
+ * not due, -1 when it failed (the caller defers the whole message).
+ */
+int
+reinject_notify(struct downstream *ds, const struct config *cfg, const struct listener_cfg *lc,
+		const struct client *c, const struct message *m, struct recipient *const *refused,
+		size_t nrefused)
+{
+	char *why;
+	int rc = send_notification(ds, cfg, lc, c, m, refused, nrefused, &why);
+
+	free(why);
+	return rc;
+}
+
+/* same_copy - do recipients a and b get the same bytes */
+static bool
+same_copy(const struct message *m, const struct recipient *a, const struct recipient *b,
+	  struct buf *ka, struct buf *kb)
+{
+	message_copy_key(m, a, ka);
+	message_copy_key(m, b, kb);
+	return ka->len == kb->len && memcmp(buf_cstr(ka), buf_cstr(kb), ka->len) == 0;
+}
+
+/*
+ * deliver_copy - one downstream transaction for the recipients of one copy
+ *
+ * Returns false when, in SMTP mode, a recipient was deferred: the caller
+ * defers the copies not sent yet too, since our client hears one reply.
+ */
+static bool
+deliver_copy(struct downstream *ds, const struct config *cfg, const struct listener_cfg *lc,
+	     const struct client *c, struct message *m, struct recipient **rcpts, size_t n)
+{
+	struct buf prefix;
+	struct tx t = { 0 };
+	off_t off;
+	bool deferred = false;
+
+	buf_init(&prefix, 0);
+	message_received_header(m, c, cfg->hostname, net_port(&lc->listen_ep.ss), lc->is_lmtp,
+				&prefix);
+	message_render_copy(m, rcpts[0], m->hdr, &prefix, &off);
+	t.sender = m->sender;
+	t.rcpts = rcpts;
+	t.nrcpts = n;
+	t.prefix = prefix.ptr;
+	t.prefix_len = prefix.len;
+	t.spool_fd = spool_fd(m->spool);
+	t.spool_off = off;
+	t.spool_len = spool_size(m->spool) - off;
+	t.stop_on_mixed = true;
+	if (run_tx_retrying(ds, cfg, lc, c, m, &t, &m->queued_as) == TX_MIXED)
+		notify_then_deliver(ds, cfg, lc, c, m, &t);
+	for (size_t i = 0; i < n; i++)
+		deferred |= rcpts[i]->code == 0 || rcpts[i]->code / 100 == 4;
+	buf_release(&prefix);
+	return lc->is_lmtp || !deferred;
+}
+
+/*
+ * reinject_message - deliver the passed recipients of m, one transaction per copy
+ *
+ * Recipients whose header edits differ get copies of their own. In SMTP
+ * mode a deferred copy defers the copies after it as well (our client hears
+ * one reply and will send the whole message again).
+ * XXX copies delivered before a deferred one are delivered again on the
+ * retry: a duplicate beats a loss, and it needs a per-recipient policy that
+ * edits differently and a forward that defers in the same second.
+ */
 void
 reinject_message(struct downstream *ds, const struct config *cfg, const struct listener_cfg *lc,
 		 const struct client *c, struct message *m)
 {
-	struct recipient **pass = xreallocarray(NULL, m->nrcpts ? m->nrcpts : 1, sizeof(*pass));
-	struct buf added;
-	struct tx t = { 0 };
-	size_t n = 0;
+	struct recipient **copy = xreallocarray(NULL, m->nrcpts ? m->nrcpts : 1, sizeof(*copy));
+	bool *sent = xcalloc(m->nrcpts ? m->nrcpts : 1, sizeof(*sent));
+	struct buf ka, kb;
+	bool go_on = true;
 
-	for (size_t i = 0; i < m->nrcpts; i++)
-		if (m->rcpts[i].verdict == VERDICT_PASS)
-			pass[n++] = &m->rcpts[i];
-	buf_init(&added, 0);
-	if (n == 0)
-		goto out;
-	message_received_header(m, c, cfg->hostname, net_port(&lc->listen_ep.ss), lc->is_lmtp, &added);
-	t.sender = m->sender;
-	t.rcpts = pass;
-	t.nrcpts = n;
-	t.prefix = added.ptr;
-	t.prefix_len = added.len;
-	t.spool_fd = spool_fd(m->spool);
-	t.spool_len = spool_size(m->spool);
-	t.stop_on_mixed = true;
-	if (run_tx_retrying(ds, cfg, lc, c, m, &t, &m->queued_as) == TX_MIXED)
-		notify_then_deliver(ds, cfg, lc, c, m, &t);
-out:
-	buf_release(&added);
-	free(pass);
+	buf_init(&ka, 0);
+	buf_init(&kb, 0);
+	for (size_t i = 0; i < m->nrcpts; i++) {
+		size_t n = 0;
+
+		if (sent[i] || m->rcpts[i].verdict != VERDICT_PASS)
+			continue;
+		for (size_t j = i; j < m->nrcpts; j++)
+			if (!sent[j] && m->rcpts[j].verdict == VERDICT_PASS &&
+			    (j == i || same_copy(m, &m->rcpts[i], &m->rcpts[j], &ka, &kb))) {
+				copy[n++] = &m->rcpts[j];
+				sent[j] = true;
+			}
+		if (!go_on) {
+			for (size_t k = 0; k < n; k++)
+				message_set_reply(copy[k], 450, "450 4.5.0 deferred with another copy "
+						  "of the message that forward deferred");
+			continue;
+		}
+		go_on = deliver_copy(ds, cfg, lc, c, m, copy, n);
+	}
+	buf_release(&ka);
+	buf_release(&kb);
+	free(sent);
+	free(copy);
 }

@@ -33,5 +33,8 @@ void downstream_expire(struct downstream *ds, long idle_limit_ms);
 long downstream_idle_left_ms(const struct downstream *ds, long idle_limit_ms);
 void reinject_message(struct downstream *ds, const struct config *cfg,
 		      const struct listener_cfg *lc, const struct client *c, struct message *m);
+int reinject_notify(struct downstream *ds, const struct config *cfg, const struct listener_cfg *lc,
+		    const struct client *c, const struct message *m, struct recipient *const *refused,
+		    size_t nrefused);
 
 #endif

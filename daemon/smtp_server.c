@@ -17,6 +17,7 @@
 #include <strings.h>
 #include <unistd.h>
 
+#include "decide.h"
 #include "dotstuff.h"
 #include "log.h"
 #include "message.h"
@@ -50,6 +51,7 @@ struct session {
 	const struct config *cfg;	/* borrowed */
 	const struct listener_cfg *lc;	/* borrowed */
 	struct downstream *ds;		/* borrowed from the worker */
+	struct policy *policy;		/* the listener's policy or NULL, borrowed */
 	int	fd;			/* the client connection, owned */
 	struct io io;			/* its buffers */
 	struct client client;		/* who is talking, owned */
@@ -654,8 +656,6 @@ fail_all(struct message *m, int code, const char *text)
 
 /*
  * finish_transaction - the data is in: decide, hand on, answer, log
- *
- * Today every recipient's verdict is pass; the policy engine sets them here.
  */
 static void
 finish_transaction(struct session *s)
@@ -672,11 +672,16 @@ finish_transaction(struct session *s)
 		log_warnx("%s: cannot write spool file in %s: %s", m->id, s->cfg->spool_dir,
 			  strerror(m->spool_errno));
 		fail_all(m, 452, "452 4.3.1 Insufficient system storage");
-	} else
-		reinject_message(s->ds, s->cfg, s->lc, &s->client, m);
-	if (s->lc->is_lmtp)
+	} else {
+		struct decide_ctx ctx = { s->cfg, s->lc, &s->client, s->ds, s->policy };
+
+		decide_message(&ctx, m);
+	}
+	if (s->lc->is_lmtp) {
 		for (size_t i = 0; i < m->nrcpts; i++)
-			verdict_reply_for(m, &m->rcpts[i], &out);
+			if (!m->rcpts[i].added)
+				verdict_reply_for(m, &m->rcpts[i], &out);
+	}
 	else
 		verdict_smtp_reply(m, &out);
 	io_write(&s->io, out.ptr, out.len);
@@ -985,7 +990,7 @@ command_loop(struct session *s)
 /* smtp_session_run - one session, from accept() to close(); see smtp_server.h */
 void
 smtp_session_run(const struct config *cfg, const struct listener_cfg *lc, struct downstream *ds,
-		 int fd, const struct sockaddr_storage *peer)
+		 struct policy *policy, int fd, const struct sockaddr_storage *peer)
 {
 	struct session s;
 
@@ -993,6 +998,7 @@ smtp_session_run(const struct config *cfg, const struct listener_cfg *lc, struct
 	s.cfg = cfg;
 	s.lc = lc;
 	s.ds = ds;
+	s.policy = policy;
 	s.fd = fd;
 	s.last_cmd = "CONNECT";
 	net_ntop(peer, s.client.ip, sizeof(s.client.ip));

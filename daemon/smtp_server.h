@@ -5,7 +5,8 @@
  * list check, the greeting, the command loop with its limits and timeouts,
  * receiving DATA/BDAT into the spool, and, at the end of each transaction,
  * handing the message on (reinject) and answering from the recipients'
- * outcomes (verdict). It knows nothing of Lua, ClamAV or spamd.
+ * outcomes (decide, verdict). It knows nothing of Lua, ClamAV or spamd: the
+ * listener's policy is an opaque handle it passes on to decide.c.
  */
 #ifndef POSTERN_SMTP_SERVER_H
 #define POSTERN_SMTP_SERVER_H
@@ -15,7 +16,10 @@
 #include "config.h"
 #include "reinject.h"
 
+struct policy;
+
 void smtp_session_run(const struct config *cfg, const struct listener_cfg *lc,
-		      struct downstream *ds, int fd, const struct sockaddr_storage *peer);
+		      struct downstream *ds, struct policy *policy, int fd,
+		      const struct sockaddr_storage *peer);
 
 #endif

@@ -61,7 +61,7 @@ verdict_reply_for(const struct message *m, const struct recipient *r, struct buf
 		return;
 	}
 	text = split_reply(r, enh, sizeof(enh));
-	if (r->code / 100 == 2)
+	if (r->code / 100 == 2 && !r->own_reply)
 		buf_appendf(out, "%d %s id=%s, from MTA: %s\r\n", r->code, enh, m->id, r->reply);
 	else
 		buf_appendf(out, "%d %s id=%s, %s\r\n", r->code, enh, m->id, text);
@@ -76,8 +76,12 @@ verdict_smtp_reply(const struct message *m, struct buf *out)
 	for (size_t i = 0; i < m->nrcpts; i++) {
 		const struct recipient *r = &m->rcpts[i];
 
+		/* a copy the policy added (bcc) has no reply of its own, but its
+		 * deferral defers the message: the copy must not be lost either */
 		if ((r->code == 0 || r->code / 100 == 4) && temp == NULL)
 			temp = r;
+		else if (r->added)
+			continue;
 		else if (r->code / 100 == 2 && ok == NULL)
 			ok = r;
 		else if (r->code / 100 == 5 && perm == NULL)
@@ -92,16 +96,21 @@ result_of(const struct message *m)
 {
 	size_t ok = 0, temp = 0, perm = 0;
 
+	size_t n = 0;
+
 	for (size_t i = 0; i < m->nrcpts; i++) {
+		if (m->rcpts[i].added)
+			continue;
+		n++;
 		ok += m->rcpts[i].code / 100 == 2;
 		temp += m->rcpts[i].code == 0 || m->rcpts[i].code / 100 == 4;
 		perm += m->rcpts[i].code / 100 == 5;
 	}
-	if (ok == m->nrcpts)
+	if (ok == n)
 		return "passed";
-	if (temp == m->nrcpts)
+	if (temp == n)
 		return "deferred";
-	if (perm == m->nrcpts)
+	if (perm == n)
 		return "rejected";
 	return "partial";
 }
@@ -115,7 +124,7 @@ append_rcpts(struct buf *line, const struct message *m, bool refused_only)
 	for (size_t i = 0; i < m->nrcpts; i++) {
 		char *e;
 
-		if (refused_only && m->rcpts[i].code / 100 != 5)
+		if (m->rcpts[i].added || (refused_only && m->rcpts[i].code / 100 != 5))
 			continue;
 		e = esc_logs(m->rcpts[i].addr);
 		buf_appendf(line, "%s<%s>", first ? "" : ",", e);
@@ -124,11 +133,54 @@ append_rcpts(struct buf *line, const struct message *m, bool refused_only)
 	}
 }
 
+/* verdict_summary - the policy's verdict: one name, or "mixed" */
+static const char *
+verdict_summary(const struct message *m)
+{
+	const char *first = NULL;
+
+	for (size_t i = 0; i < m->nrcpts; i++) {
+		const char *v = verdict_name(m->rcpts[i].verdict);
+
+		if (m->rcpts[i].added)
+			continue;
+		if (first == NULL)
+			first = v;
+		else if (strcmp(first, v) != 0)
+			return "mixed";
+	}
+	return first ? first : "pass";
+}
+
+/* append_hits - " score=S hits=a,b" when a policy ran */
+static void
+append_policy(struct buf *line, const struct message *m)
+{
+	if (!m->policy_ran)
+		return;
+	buf_appendf(line, " score=%.3f hits=", m->score);
+	for (size_t i = 0; i < m->nhits; i++) {
+		char *e = esc_logs(m->hits[i].rule);
+
+		buf_appendf(line, "%s%s", i ? "," : "", e);
+		free(e);
+	}
+	if (m->nhits == 0)
+		buf_appends(line, "-");
+	if (m->quarantined != NULL) {
+		char *e = esc_logs(m->quarantined);
+
+		buf_appendf(line, " quarantine=%s", e);
+		free(e);
+	}
+}
+
 /*
  * verdict_log - the summary line (format in posternd(8)):
  *
  * msg listener=NAME id=ID client=IP from=<S> to=<R>,... size=N verdict=V
- *     result=R [refused=<R>,...] queued_as=Q reply="..." elapsed_ms=N
+ *     [score=S hits=RULE,... [quarantine=PATH]] result=R [refused=<R>,...]
+ *     queued_as=Q reply="..." elapsed_ms=N
  */
 void
 verdict_log(const struct listener_cfg *lc, const struct client *c, const struct message *m,
@@ -144,8 +196,9 @@ verdict_log(const struct listener_cfg *lc, const struct client *c, const struct 
 	buf_appendf(&line, "msg listener=%s id=%s client=%s from=<%s> to=", lc->name, m->id,
 		    e_client, e_from);
 	append_rcpts(&line, m, false);
-	buf_appendf(&line, " size=%ld verdict=%s result=%s", m->size,
-		    verdict_name(m->nrcpts ? m->rcpts[0].verdict : VERDICT_PASS), result);
+	buf_appendf(&line, " size=%ld verdict=%s", m->size, verdict_summary(m));
+	append_policy(&line, m);
+	buf_appendf(&line, " result=%s", result);
 	if (strcmp(result, "partial") == 0) {
 		buf_appends(&line, " refused=");
 		append_rcpts(&line, m, true);

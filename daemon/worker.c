@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "policy.h"
 #include "reinject.h"
 #include "smtp_server.h"
 #include "util/io.h"
@@ -98,7 +99,8 @@ wait_for_client(int ep, long idle_left_ms)
 
 /* worker_main - see worker.h */
 void
-worker_main(const struct config *cfg, const struct listener_cfg *lc, int listen_fd)
+worker_main(const struct config *cfg, const struct listener_cfg *lc, struct policy *policy,
+	    int listen_fd)
 {
 	struct downstream *ds = downstream_new();
 	pid_t parent = getppid();
@@ -131,8 +133,13 @@ worker_main(const struct config *cfg, const struct listener_cfg *lc, int listen_
 			continue;
 		}
 		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-		smtp_session_run(cfg, lc, ds, fd, &peer);
+		smtp_session_run(cfg, lc, ds, policy, fd, &peer);
 		sessions++;
+		if (policy_is_spent(policy)) {
+			log_info("listener %s: policy limit reached, worker replaced with a fresh state",
+				 lc->name);
+			break;
+		}
 	}
 	downstream_free(ds);
 	exit(0);

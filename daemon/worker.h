@@ -5,14 +5,18 @@
  * Postfix's smtpd and amavisd's children), leaves after max_sessions, and on
  * SIGTERM finishes the session in progress (ending an idle one with 421)
  * before it exits. It keeps one downstream connection cached between
- * sessions for forward_cache_time.
+ * sessions for forward_cache_time. It runs the listener's policy in the state
+ * the master loaded before fork(); when a policy limit spent that state, the
+ * worker leaves after the session and the master starts a fresh one.
  */
 #ifndef POSTERN_WORKER_H
 #define POSTERN_WORKER_H
 
 #include "config.h"
 
-void worker_main(const struct config *cfg, const struct listener_cfg *lc, int listen_fd)
-	__attribute__((noreturn));
+struct policy;
+
+void worker_main(const struct config *cfg, const struct listener_cfg *lc, struct policy *policy,
+		 int listen_fd) __attribute__((noreturn));
 
 #endif

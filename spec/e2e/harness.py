@@ -176,6 +176,8 @@ def lua_value(v):
         return repr(v)
     if isinstance(v, (list, tuple)):
         return "{ " + ", ".join(lua_value(x) for x in v) + " }"
+    if isinstance(v, dict):
+        return "{ " + ", ".join("%s = %s" % (k, lua_value(x)) for k, x in v.items()) + " }"
     return '"' + str(v).replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
@@ -193,7 +195,10 @@ class Posternd:
         self.spool = os.path.join(self.dir, "spool")
         self.logpath = self.conf[:-5] + ".log"
         self.args = list(args)
-        g = {"spool_dir": self.spool, "hostname": "filter.test", "log_level": "info"}
+        g = {"spool_dir": self.spool, "hostname": "filter.test", "log_level": "info",
+             "quarantine": {"dir": os.path.join(self.dir, "quarantine")},
+             "policy_dir": os.path.join(self.dir, "policies"),
+             "lua_dir": os.path.join(SRCDIR, "lua")}
         if os.geteuid() == 0:
             g["user"] = "nobody"
         g.update(settings or {})

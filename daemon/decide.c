@@ -1,0 +1,194 @@
+/*
+ * decide - from a received message to an outcome for every recipient; see decide.h
+ *
+ * The order is what keeps the no-loss promise when something fails halfway:
+ * nothing is delivered before everything that can still turn the message
+ * into a 4xx has been done (policy, quarantine, the notification for the
+ * refused recipients). A quarantine followed by a deferral stores the
+ * message twice on the retry; it never loses it.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "decide.h"
+#include "header.h"
+#include "log.h"
+#include "policy.h"
+#include "quarantine.h"
+#include "reinject.h"
+#include "spool.h"
+#include "util/esc.h"
+#include "util/net.h"
+#include "util/xalloc.h"
+
+/* defer_all - every recipient gets this temporary failure */
+static void
+defer_all(struct message *m, int code, const char *reply)
+{
+	for (size_t i = 0; i < m->nrcpts; i++)
+		message_set_own_reply(&m->rcpts[i], code, reply);
+}
+
+/* run_policy - the chain; false (all deferred, logged) when it failed */
+static bool
+run_policy(const struct decide_ctx *ctx, struct message *m)
+{
+	struct policy_input in = { m, ctx->client, ctx->lc->name, ctx->cfg };
+	char *error = NULL, *e;
+
+	if (policy_run(ctx->policy, &in, &error) == 0)
+		return true;
+	e = esc_logs(error);
+	log_warnx("%s: policy %s failed, message deferred: %s", m->id, policy_path(ctx->policy), e);
+	free(e);
+	free(error);
+	defer_all(m, 451, "451 4.3.0 policy error, try again later");
+	return false;
+}
+
+/* first_with - the first original recipient whose verdict is v, or NULL */
+static struct recipient *
+first_with(struct message *m, enum verdict v)
+{
+	for (size_t i = 0; i < m->nrcpts; i++)
+		if (!m->rcpts[i].added && m->rcpts[i].verdict == v)
+			return &m->rcpts[i];
+	return NULL;
+}
+
+/* own_replies - the replies of discarded, refused and deferred recipients */
+static void
+own_replies(struct message *m)
+{
+	for (size_t i = 0; i < m->nrcpts; i++) {
+		struct recipient *r = &m->rcpts[i];
+
+		if (r->verdict == VERDICT_DISCARD)
+			message_set_own_reply(r, 250, "250 2.7.0 Ok, discarded by policy");
+		else if (r->verdict == VERDICT_REJECT || r->verdict == VERDICT_TEMPFAIL)
+			message_set_own_reply(r, atoi(r->policy_reply), r->policy_reply);
+	}
+}
+
+/* ensure_header - the parsed header, for edits that rewrite it */
+static void
+ensure_header(const struct decide_ctx *ctx, struct message *m)
+{
+	if (m->hdr != NULL)
+		return;
+	m->hdr = xcalloc(1, sizeof(*m->hdr));
+	if (header_read(m->hdr, spool_fd(m->spool), (size_t)ctx->cfg->max_header_size) < 0)
+		log_warn("%s: cannot read the header back from the spool", m->id);
+}
+
+/*
+ * quarantine - store the message once for every quarantined recipient
+ *
+ * Returns false when it could not be stored: those recipients are deferred
+ * (all of them in SMTP mode, where one reply speaks for everyone).
+ */
+static bool
+quarantine(const struct decide_ctx *ctx, struct message *m)
+{
+	const char **addrs = xreallocarray(NULL, m->nrcpts, sizeof(*addrs));
+	const char *reason = NULL;
+	struct buf prefix;
+	size_t n = 0;
+	char *path = NULL, *reply;
+	bool ok = true;
+
+	for (size_t i = 0; i < m->nrcpts; i++)
+		if (m->rcpts[i].verdict == VERDICT_QUARANTINE) {
+			addrs[n++] = m->rcpts[i].addr;
+			if (reason == NULL)
+				reason = m->rcpts[i].policy_reply;
+		}
+	if (n == 0) {
+		free(addrs);
+		return true;
+	}
+	buf_init(&prefix, 0);
+	message_received_header(m, ctx->client, ctx->cfg->hostname, net_port(&ctx->lc->listen_ep.ss),
+				ctx->lc->is_lmtp, &prefix);
+	if (quarantine_store(ctx->cfg->quarantine_dir, m, ctx->lc->name, addrs, n,
+			     reason ? reason : "quarantined by policy", prefix.ptr, prefix.len,
+			     &path) < 0) {
+		log_warn("%s: cannot store the message in quarantine %s", m->id, ctx->cfg->quarantine_dir);
+		for (size_t i = 0; i < m->nrcpts; i++)
+			if (!ctx->lc->is_lmtp || m->rcpts[i].verdict == VERDICT_QUARANTINE)
+				message_set_own_reply(&m->rcpts[i], 451,
+						      "451 4.3.0 cannot quarantine, try again later");
+		ok = false;
+	} else {
+		log_info("%s: quarantined for %zu recipient(s) as %s", m->id, n, path);
+		reply = xasprintf("250 2.7.0 Ok, quarantined as %s", m->id);
+		for (size_t i = 0; i < m->nrcpts; i++)
+			if (m->rcpts[i].verdict == VERDICT_QUARANTINE)
+				message_set_own_reply(&m->rcpts[i], 250, reply);
+		free(reply);
+		free(m->quarantined);
+		m->quarantined = path;
+	}
+	buf_release(&prefix);
+	free(addrs);
+	return ok;
+}
+
+/*
+ * notify_refused - SMTP mode: a notification for the recipients the policy
+ * refused, when others are accepted (our one reply will be 250)
+ */
+static bool
+notify_refused(const struct decide_ctx *ctx, struct message *m)
+{
+	struct recipient **refused = xreallocarray(NULL, m->nrcpts, sizeof(*refused));
+	size_t n = 0, accepted = 0;
+	bool ok = true;
+
+	for (size_t i = 0; i < m->nrcpts; i++) {
+		if (m->rcpts[i].added)
+			continue;
+		if (m->rcpts[i].verdict == VERDICT_REJECT)
+			refused[n++] = &m->rcpts[i];
+		else
+			accepted++;
+	}
+	if (n > 0 && accepted > 0 &&
+	    reinject_notify(ctx->ds, ctx->cfg, ctx->lc, ctx->client, m, refused, n) < 0) {
+		defer_all(m, 451, "451 4.3.0 some recipients were refused and the notification "
+			  "to the sender failed, try again later");
+		ok = false;
+	}
+	free(refused);
+	return ok;
+}
+
+/* decide_message - see decide.h */
+void
+decide_message(const struct decide_ctx *ctx, struct message *m)
+{
+	struct recipient *temp;
+
+	if (ctx->policy != NULL && !run_policy(ctx, m))
+		return;
+	if (!ctx->lc->is_lmtp && (temp = first_with(m, VERDICT_TEMPFAIL)) != NULL) {
+		/* one reply for all: a deferral of anyone defers everyone */
+		char *reply = xstrdup(temp->policy_reply);
+
+		defer_all(m, atoi(reply), reply);
+		free(reply);
+		return;
+	}
+	own_replies(m);
+	for (size_t i = 0; i < m->nrcpts; i++)
+		if (m->rcpts[i].edits.n > 0 || m->edits.n > 0) {
+			ensure_header(ctx, m);
+			break;
+		}
+	if (!quarantine(ctx, m) && !ctx->lc->is_lmtp)
+		return;
+	if (!ctx->lc->is_lmtp && !notify_refused(ctx, m))
+		return;
+	reinject_message(ctx->ds, ctx->cfg, ctx->lc, ctx->client, m);
+}

@@ -1,0 +1,50 @@
+/*
+ * policy - a listener's Lua policy: load, sandbox, limits, run the chain on a message
+ *
+ * policy_load() creates a Lua 5.4 state, opens the sandboxed libraries, the
+ * postern library (lua_core.c, lua_msg.c and the files of lua/postern), and runs the
+ * listener's policy file, which returns its chain (P.policy{...} or a plain
+ * function). The master loads every listener's policy before it forks the
+ * workers, so a policy that does not load never replaces a running one, and
+ * the workers inherit the loaded state (patterns compiled, tables read).
+ *
+ * policy_run() runs the chain on one message under the memory limit, the
+ * instruction budget and the time limit of the configuration. The chain sets
+ * per-recipient verdicts and header edits in the struct message; a returned
+ * verdict applies to every recipient still undecided; recipients left
+ * undecided pass. An error, a limit or a bad return value decides nothing: it
+ * returns -1 with the reason (a Lua traceback with file:line), and the caller
+ * tempfails the message. After a limit fired the state is spent
+ * (policy_is_spent()): the worker finishes its session and is replaced.
+ *
+ * Errors: functions return -1/NULL and an error string the caller frees;
+ * nothing here logs except msg:log() and warn() on behalf of the policy.
+ * See also: lua_msg.c (the msg and rcpt objects), lua_core.c (regex, cidr).
+ */
+#ifndef POSTERN_POLICY_H
+#define POSTERN_POLICY_H
+
+#include <stdbool.h>
+
+#include "config.h"
+#include "message.h"
+
+struct policy;
+
+/* what the policy sees of a message besides struct message */
+struct policy_input {
+	struct message *m;		/* the transaction; verdicts and edits land here */
+	const struct client *client;	/* who sent it (peer and XFORWARD) */
+	const char *listener;		/* listener name */
+	const struct config *cfg;	/* limits (header size, MIME) */
+};
+
+struct policy *policy_load(const struct config *cfg, const struct listener_cfg *lc,
+			   char **error_r);
+struct policy *policy_load_file(const struct config *cfg, const char *path, char **error_r);
+struct policy *policy_free(struct policy *p);
+int policy_run(struct policy *p, struct policy_input *in, char **error_r);
+bool policy_is_spent(const struct policy *p);
+const char *policy_path(const struct policy *p);
+
+#endif

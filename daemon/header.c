@@ -234,8 +234,10 @@ header_read(struct header_block *hb, int fd, size_t limit)
 	hb->raw_len = raw.len;
 	raw.ptr = NULL;
 	hb->body_off = (off_t)body_off;
-	if (too_long)
+	if (too_long) {
 		set_broken(hb, "header too long");
+		hb->truncated = true;
+	}
 	parse_fields(hb, found || too_long);
 	rc = 0;
 out:

@@ -13,7 +13,7 @@
  * unfolded, trimmed, and (decode) with RFC 2047 encoded-words turned into
  * UTF-8. Both return a fresh string the caller frees; NUL bytes in the raw
  * value become spaces so the result is a C string. header_to_utf8() converts
- * bytes in a named charset the same way (mime.c's RFC 2231 parameters).
+ * bytes in a named charset the same way (mime_param.c's RFC 2231 parameters).
  *
  * Errors: header_read() returns -1 with errno only when the file cannot be
  * read; damage in the bytes is not an error. Nothing here logs.
@@ -42,6 +42,7 @@ struct header_block {
 	struct header_field *fields;	/* owned array, in message order */
 	size_t	nfields;		/* its length */
 	const char *broken_reason;	/* static text, NULL when the header is well formed */
+	bool	truncated;		/* fields past the size limit were not kept */
 };
 
 int header_read(struct header_block *hb, int fd, size_t limit);

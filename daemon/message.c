@@ -412,7 +412,12 @@ message_render_copy(const struct message *m, const struct recipient *r, const st
 {
 	const struct edit_list *a = &m->edits, *b = r ? &r->edits : &(struct edit_list){ 0 };
 	*spool_off_r = 0;
-	if (only_additions(a, b) || hb == NULL) {
+	/*
+	 * A header cut at max_header_size cannot be written anew without losing
+	 * the fields past the cut: such a copy gets the additions only.
+	 * XXX its removals (a pre-marked X-Spam-Flag) are not applied then.
+	 */
+	if (only_additions(a, b) || hb == NULL || hb->truncated) {
 		append_additions(a, b, NULL, out);
 		return;
 	}

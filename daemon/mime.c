@@ -20,33 +20,28 @@
  * Boundaries are matched exactly, "--" boundary with optional trailing
  * whitespace, as RFC 2046 says and most readers do; a boundary longer than
  * BOUNDARY_MAX is refused, so a line needs at most LINE_KEEP bytes copied to
- * be judged. Content-Type and Content-Disposition parameters follow RFC 2045
- * (quoted strings, comments) and RFC 2231 (sections, charset'lang'%XX), with
- * the common leniencies: no ';' needed before the first parameter, an
- * unquoted value runs to ';' or '(', RFC 2047 words inside a quoted filename
- * are decoded.
+ * be judged. Each part's header is parsed here (header.c); the values of
+ * Content-Type and Content-Disposition and their parameters are taken apart
+ * by mime_param.c. The part's body is decoded only when asked, by
+ * mime_part_content() in mime_decode.c.
  *
- * mime_part_content() decodes one part's body in MIME_READ_SIZE reads with
- * streaming base64 and quoted-printable decoders that keep their state
- * across reads.
+ * Errors: -1 with errno only when the file cannot be read. Nothing here logs.
+ * See also: mime_param.c (parameters), mime_decode.c (transfer decoding),
+ * mime_int.h (what the three share).
  */
 #include <errno.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 #include <unistd.h>
 
 #include "header.h"
 #include "mime.h"
+#include "mime_int.h"
 #include "util/xalloc.h"
 
-#define MIME_READ_SIZE	(64 * 1024)	/* bytes per pread(), for the walk and for content */
 #define BOUNDARY_MAX	200		/* longest boundary accepted: RFC 2046 says 70, some mailers exceed it */
 #define LINE_KEEP	512		/* body-line bytes copied: "--" BOUNDARY_MAX "--" and some padding */
-#define PARAMS_MAX	64		/* parameters of one field looked at; real fields have a handful */
-#define SECTION_MAX	999		/* highest RFC 2231 section assembled */
-#define QP_WSP_MAX	1024		/* whitespace held back by the QP decoder in case a line end follows */
 #define NO_PART		((size_t)-1)	/* a part the walk does not list */
 
 enum {
@@ -263,349 +258,6 @@ push_open(struct walk *w, size_t part, off_t start, bool in_digest)
 	w->hdr_is_full = false;
 }
 
-/* Parameters of one structured field, as parsed. */
-struct param {
-	char   *name;		/* attribute, lower case, RFC 2231 suffix removed, owned */
-	int	section;	/* RFC 2231 section number, -1 for none */
-	bool	is_ext;		/* RFC 2231 extended value (charset'lang'%XX) */
-	char   *value;		/* the value, unquoted, owned */
-	size_t	value_len;	/* its length */
-};
-
-/* One Content-Type or Content-Disposition value. */
-struct field_value {
-	char   *token;			/* "type/subtype" or the disposition, lower case, owned; NULL if malformed */
-	struct param params[PARAMS_MAX];	/* the first PARAMS_MAX parameters */
-	size_t	nparams;		/* entries used */
-};
-
-/* is_token_char - allowed in an RFC 2045 token: not a space, control or tspecial */
-static bool
-is_token_char(unsigned char c)
-{
-	return c > 32 && c < 127 && strchr("()<>@,;:\\\"/[]?=", c) == NULL;
-}
-
-/* lower - ASCII lower case in place */
-static void
-lower(char *s)
-{
-	for (; *s; s++)
-		if (*s >= 'A' && *s <= 'Z')
-			*s = (char)(*s - 'A' + 'a');
-}
-
-/* skip_cfws - past whitespace and (nested (comments)) */
-static size_t
-skip_cfws(const char *s, size_t n, size_t i)
-{
-	while (i < n) {
-		if (s[i] == ' ' || s[i] == '\t' || s[i] == '\r' || s[i] == '\n') {
-			i++;
-		} else if (s[i] == '(') {
-			size_t depth = 1;
-
-			for (i++; i < n && depth > 0; i++) {
-				if (s[i] == '\\')
-					i++;
-				else if (s[i] == '(')
-					depth++;
-				else if (s[i] == ')')
-					depth--;
-			}
-		} else
-			break;
-	}
-	return i < n ? i : n;
-}
-
-/* skip_token - past a run of token characters */
-static size_t
-skip_token(const char *s, size_t n, size_t i)
-{
-	while (i < n && is_token_char((unsigned char)s[i]))
-		i++;
-	return i;
-}
-
-/* add_param - record attr = value, splitting off an RFC 2231 "*n" / "*" suffix */
-static void
-add_param(struct field_value *fv, const char *attr, size_t alen, struct buf *value)
-{
-	const char *star = memchr(attr, '*', alen);
-	struct param *pm;
-	int section = -1;
-	bool is_ext = false;
-
-	if (fv->nparams == PARAMS_MAX)
-		return;
-	if (star != NULL) {
-		const char *q = star + 1, *end = attr + alen;
-
-		if (q == end) {
-			is_ext = true;	/* "name*": one extended value */
-		} else {
-			if (*q < '0' || *q > '9')
-				return;	/* "name*x": no form we know */
-			section = 0;
-			while (q < end && *q >= '0' && *q <= '9') {
-				section = section * 10 + (*q++ - '0');
-				if (section > SECTION_MAX)
-					return;
-			}
-			if (q < end && *q == '*') {
-				is_ext = true;	/* "name*0*" */
-				q++;
-			}
-			if (q != end)
-				return;
-		}
-		alen = (size_t)(star - attr);
-	}
-	if (alen == 0)
-		return;
-	pm = &fv->params[fv->nparams++];
-	pm->name = xstrndup(attr, alen);
-	lower(pm->name);
-	pm->section = section;
-	pm->is_ext = is_ext;
-	pm->value_len = value->len;
-	pm->value = xmalloc(value->len + 1);
-	if (value->len > 0)
-		memcpy(pm->value, value->ptr, value->len);
-	pm->value[value->len] = '\0';
-}
-
-/*
- * parse_field_value - "token[/token] *(; attribute=value)" from an unfolded value
- *
- * Damage is stepped over: junk before a parameter is skipped, an attribute
- * without '=' is dropped, an unterminated quoted string or comment ends at
- * the end of the value.
- */
-static void
-parse_field_value(const char *s, size_t n, bool has_subtype, struct field_value *fv)
-{
-	struct buf value;
-	size_t i, a;
-
-	memset(fv, 0, sizeof(*fv));
-	buf_init(&value, 0);
-	i = skip_cfws(s, n, 0);
-	a = i;
-	i = skip_token(s, n, i);
-	if (i > a) {
-		size_t type_end = i, b;
-
-		if (has_subtype) {
-			i = skip_cfws(s, n, i);
-			if (i < n && s[i] == '/') {
-				i = skip_cfws(s, n, i + 1);
-				b = i;
-				i = skip_token(s, n, i);
-				if (i > b)
-					fv->token = xasprintf("%.*s/%.*s", (int)(type_end - a), s + a,
-							      (int)(i - b), s + b);
-			}
-		} else
-			fv->token = xstrndup(s + a, i - a);
-		if (fv->token != NULL)
-			lower(fv->token);
-	}
-	while (i < n) {
-		size_t attr, attr_end;
-
-		i = skip_cfws(s, n, i);
-		if (i >= n)
-			break;
-		if (!is_token_char((unsigned char)s[i]) || s[i] == '*') {
-			i++;
-			continue;
-		}
-		attr = i;
-		attr_end = i = skip_token(s, n, i);
-		i = skip_cfws(s, n, i);
-		if (i >= n || s[i] != '=') {
-			while (i < n && s[i] != ';')
-				i++;
-			continue;
-		}
-		i = skip_cfws(s, n, i + 1);
-		buf_reset(&value);
-		if (i < n && s[i] == '"') {
-			for (i++; i < n && s[i] != '"'; i++) {
-				if (s[i] == '\\' && i + 1 < n)
-					i++;
-				buf_append(&value, &s[i], 1);
-			}
-			i++;
-		} else {
-			size_t v = i, end;
-
-			while (i < n && s[i] != ';' && s[i] != '(')
-				i++;
-			end = i;
-			while (end > v && (s[end - 1] == ' ' || s[end - 1] == '\t'))
-				end--;
-			buf_append(&value, s + v, end - v);
-		}
-		add_param(fv, s + attr, attr_end - attr, &value);
-		while (i < n && s[i] != ';')
-			i++;
-	}
-	buf_release(&value);
-}
-
-/* field_value_release - free what parse_field_value() made */
-static void
-field_value_release(struct field_value *fv)
-{
-	free(fv->token);
-	for (size_t i = 0; i < fv->nparams; i++) {
-		free(fv->params[i].name);
-		free(fv->params[i].value);
-	}
-	memset(fv, 0, sizeof(*fv));
-}
-
-/* find_param - the first parameter name with this section and form, or NULL */
-static const struct param *
-find_param(const struct field_value *fv, const char *name, int section, int is_ext)
-{
-	for (size_t i = 0; i < fv->nparams; i++) {
-		const struct param *pm = &fv->params[i];
-
-		if (pm->section == section && strcmp(pm->name, name) == 0 &&
-		    (is_ext < 0 || pm->is_ext == (bool)is_ext))
-			return pm;
-	}
-	return NULL;
-}
-
-/* hex_value - value of one hex digit, or -1 */
-static int
-hex_value(unsigned char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
-
-/* percent_decode - append s[0..n) with %XX decoded (a bad escape stays as it is) */
-static void
-percent_decode(struct buf *out, const char *s, size_t n)
-{
-	for (size_t i = 0; i < n; i++) {
-		int hi, lo;
-		char c = s[i];
-
-		if (c == '%' && i + 2 < n && (hi = hex_value((unsigned char)s[i + 1])) >= 0 &&
-		    (lo = hex_value((unsigned char)s[i + 2])) >= 0) {
-			c = (char)(hi << 4 | lo);
-			i += 2;
-		}
-		buf_append(out, &c, 1);
-	}
-}
-
-/* decode_ext_first - "charset'lang'%XX..." : the bytes into out, the charset into *charset_r */
-static void
-decode_ext_first(const struct param *pm, struct buf *out, char **charset_r)
-{
-	const char *q1 = memchr(pm->value, '\'', pm->value_len), *q2 = NULL, *rest = pm->value;
-
-	if (q1 != NULL)
-		q2 = memchr(q1 + 1, '\'', pm->value_len - (size_t)(q1 + 1 - pm->value));
-	if (q2 != NULL) {
-		free(*charset_r);
-		*charset_r = xstrndup(pm->value, (size_t)(q1 - pm->value));
-		rest = q2 + 1;
-	}
-	percent_decode(out, rest, pm->value_len - (size_t)(rest - pm->value));
-}
-
-/*
- * get_param - the value of parameter name, RFC 2231 forms first
- *
- * Fills out with the value's bytes. *charset_r gets the RFC 2231 charset
- * (or NULL); *is_plain_r says the value was an ordinary one, where RFC 2047
- * words may hide. Sections are joined in number order up to the first
- * missing one. Returns false when the parameter is absent.
- */
-static bool
-get_param(const struct field_value *fv, const char *name, struct buf *out, char **charset_r,
-	  bool *is_plain_r)
-{
-	const struct param *pm;
-	int section;
-
-	buf_reset(out);
-	*charset_r = NULL;
-	*is_plain_r = false;
-	if ((pm = find_param(fv, name, -1, 1)) != NULL) {
-		decode_ext_first(pm, out, charset_r);
-		return true;
-	}
-	for (section = 0; section <= SECTION_MAX; section++) {
-		if ((pm = find_param(fv, name, section, -1)) == NULL)
-			break;
-		if (pm->is_ext && section == 0)
-			decode_ext_first(pm, out, charset_r);
-		else if (pm->is_ext)
-			percent_decode(out, pm->value, pm->value_len);
-		else
-			buf_append(out, pm->value, pm->value_len);
-	}
-	if (section > 0)
-		return true;
-	if ((pm = find_param(fv, name, -1, 0)) != NULL) {
-		buf_append(out, pm->value, pm->value_len);
-		*is_plain_r = true;
-		return true;
-	}
-	return false;
-}
-
-/* param_text - a parameter as UTF-8 text for the policy (filename, name), or NULL */
-static char *
-param_text(const struct field_value *fv, const char *name, struct buf *scratch)
-{
-	char *charset, *text;
-	bool is_plain;
-
-	if (!get_param(fv, name, scratch, &charset, &is_plain))
-		return NULL;
-	text = is_plain ? header_decode(scratch->ptr ? scratch->ptr : "", scratch->len)
-			: header_to_utf8(charset, scratch->ptr ? scratch->ptr : "", scratch->len);
-	free(charset);
-	if (text[0] == '\0') {
-		free(text);
-		return NULL;
-	}
-	return text;
-}
-
-/* param_lower - a parameter's bytes as a lower-case C string (charset=), or NULL */
-static char *
-param_lower(const struct field_value *fv, const char *name, struct buf *scratch)
-{
-	char *charset, *s;
-	bool is_plain;
-
-	if (!get_param(fv, name, scratch, &charset, &is_plain))
-		return NULL;
-	free(charset);
-	if (scratch->len == 0 || memchr(scratch->ptr, '\0', scratch->len) != NULL)
-		return NULL;
-	s = xstrndup(scratch->ptr, scratch->len);
-	lower(s);
-	return s;
-}
-
 /* field_text - the unfolded value of the first field called name, or NULL */
 static char *
 field_text(const struct header_block *hb, const char *name)
@@ -628,7 +280,7 @@ finish_header(struct walk *w, struct open_part *e, bool has_end)
 {
 	struct mime_part *p = &w->tree->parts[e->part];
 	struct header_block hb;
-	struct field_value ct, cd;
+	struct mime_field ct, cd;
 	struct buf scratch;
 	char *text;
 
@@ -640,12 +292,12 @@ finish_header(struct walk *w, struct open_part *e, bool has_end)
 	memset(&cd, 0, sizeof(cd));
 
 	if ((text = field_text(&hb, "Content-Type")) != NULL) {
-		parse_field_value(text, strlen(text), true, &ct);
+		mime_param_parse(text, strlen(text), true, &ct);
 		free(text);
 	}
 	if (ct.token != NULL) {
 		p->content_type = xstrdup(ct.token);
-		p->charset = param_lower(&ct, "charset", &scratch);
+		p->charset = mime_param_lower(&ct, "charset", &scratch);
 	} else if (e->in_digest) {
 		p->content_type = xstrdup("message/rfc822");
 	} else {
@@ -659,7 +311,7 @@ finish_header(struct walk *w, struct open_part *e, bool has_end)
 		bool is_plain;
 
 		p->is_multipart = true;
-		if (get_param(&ct, "boundary", &scratch, &charset, &is_plain) && scratch.len > 0 &&
+		if (mime_param_get(&ct, "boundary", &scratch, &charset, &is_plain) && scratch.len > 0 &&
 		    scratch.len <= BOUNDARY_MAX && memchr(scratch.ptr, '\0', scratch.len) == NULL &&
 		    memchr(scratch.ptr, '\n', scratch.len) == NULL && memchr(scratch.ptr, '\r', scratch.len) == NULL) {
 			w->boundary = xstrndup(scratch.ptr, scratch.len);
@@ -669,31 +321,31 @@ finish_header(struct walk *w, struct open_part *e, bool has_end)
 	}
 
 	if ((text = field_text(&hb, "Content-Disposition")) != NULL) {
-		parse_field_value(text, strlen(text), false, &cd);
+		mime_param_parse(text, strlen(text), false, &cd);
 		free(text);
 		if (cd.token != NULL)	/* RFC 2183 2.8: an unknown disposition is an attachment */
 			p->disposition = xstrdup(strcmp(cd.token, "inline") == 0 ? "inline" : "attachment");
-		p->filename = param_text(&cd, "filename", &scratch);
+		p->filename = mime_param_text(&cd, "filename", &scratch);
 	}
 	if (p->filename == NULL)
-		p->filename = param_text(&ct, "name", &scratch);
+		p->filename = mime_param_text(&ct, "name", &scratch);
 
 	if ((text = field_text(&hb, "Content-Transfer-Encoding")) != NULL) {
-		struct field_value te;
+		struct mime_field te;
 
-		parse_field_value(text, strlen(text), false, &te);
+		mime_param_parse(text, strlen(text), false, &te);
 		free(text);
 		if (te.token != NULL) {
 			p->encoding = te.token;
 			te.token = NULL;
 		}
-		field_value_release(&te);
+		mime_param_release(&te);
 	}
 	if (p->encoding == NULL)
 		p->encoding = xstrdup("7bit");
 
-	field_value_release(&ct);
-	field_value_release(&cd);
+	mime_param_release(&ct);
+	mime_param_release(&cd);
 	header_release(&hb);
 	buf_release(&scratch);
 	buf_reset(&w->hdr);
@@ -917,354 +569,4 @@ mime_release(struct mime_tree *tree)
 	}
 	free(tree->parts);
 	memset(tree, 0, sizeof(*tree));
-}
-
-enum {
-	CTE_RAW,		/* 7bit, 8bit, binary, unknown, and multiparts */
-	CTE_BASE64,
-	CTE_QP,
-};
-
-enum {
-	QP_TEXT,		/* ordinary text */
-	QP_CR,			/* after a CR in text: a line end if LF follows */
-	QP_EQ,			/* after '=' */
-	QP_EQ_HEX,		/* after '=' and one hex digit */
-	QP_EQ_WSP,		/* after '=' and whitespace: a soft line break if a line end follows */
-	QP_EQ_CR,		/* after '=', maybe whitespace, and CR */
-};
-
-/* One mime_part_content(): the decoder state carried from one read to the next. */
-struct content {
-	struct buf *out;	/* where decoded bytes go, borrowed */
-	size_t	limit;		/* most bytes to give */
-	size_t	given;		/* bytes given so far */
-	bool	is_done;	/* the limit was passed or out refused: stop reading */
-	bool	is_truncated;	/* more decoded bytes existed than the limit */
-	int	error;		/* errno when out refused to grow, else 0 */
-	struct buf dec;		/* bytes decoded from the current read, owned */
-	uint32_t b64_acc;	/* base64: bits gathered */
-	int	b64_count;	/* base64: digits in b64_acc */
-	bool	b64_ended;	/* base64: '=' seen */
-	int	qp_state;	/* quoted-printable: QP_* */
-	int	qp_hex;		/* quoted-printable: the first hex digit after '=' */
-	struct buf qp_wsp;	/* quoted-printable: whitespace held back, owned */
-};
-
-/* give - hand decoded bytes to out, up to the limit */
-static void
-give(struct content *c, const char *p, size_t n)
-{
-	size_t room = c->limit - c->given;
-
-	if (c->is_done || n == 0)
-		return;
-	if (n > room) {
-		c->is_truncated = true;
-		c->is_done = true;
-		n = room;
-	}
-	if (buf_append(c->out, p, n) < 0) {
-		c->error = ENOBUFS;
-		c->is_done = true;
-		return;
-	}
-	c->given += n;
-}
-
-/* b64_value - value of one base64 digit, or -1 */
-static int
-b64_value(unsigned char c)
-{
-	if (c >= 'A' && c <= 'Z')
-		return c - 'A';
-	if (c >= 'a' && c <= 'z')
-		return c - 'a' + 26;
-	if (c >= '0' && c <= '9')
-		return c - '0' + 52;
-	if (c == '+')
-		return 62;
-	if (c == '/')
-		return 63;
-	return -1;
-}
-
-/* b64_flush - the bytes of an incomplete last quantum */
-static void
-b64_flush(struct content *c)
-{
-	char two[2];
-
-	if (c->b64_count == 2) {
-		two[0] = (char)(c->b64_acc >> 4);
-		buf_append(&c->dec, two, 1);
-	} else if (c->b64_count == 3) {
-		two[0] = (char)(c->b64_acc >> 10);
-		two[1] = (char)(c->b64_acc >> 2);
-		buf_append(&c->dec, two, 2);
-	}
-	c->b64_count = 0;
-	c->b64_acc = 0;
-}
-
-/* b64_feed - decode base64, skipping what is not a digit, ending at '=' */
-static void
-b64_feed(struct content *c, const char *p, size_t n)
-{
-	for (size_t i = 0; i < n && !c->b64_ended; i++) {
-		int v = b64_value((unsigned char)p[i]);
-
-		if (p[i] == '=') {
-			b64_flush(c);
-			c->b64_ended = true;
-			break;
-		}
-		if (v < 0)
-			continue;
-		c->b64_acc = c->b64_acc << 6 | (uint32_t)v;
-		if (++c->b64_count == 4) {
-			char three[3] = { (char)(c->b64_acc >> 16), (char)(c->b64_acc >> 8), (char)c->b64_acc };
-
-			buf_append(&c->dec, three, 3);
-			c->b64_count = 0;
-			c->b64_acc = 0;
-		}
-	}
-}
-
-/* qp_flush_wsp - held-back whitespace turns out to be text */
-static void
-qp_flush_wsp(struct content *c)
-{
-	buf_append(&c->dec, c->qp_wsp.ptr, c->qp_wsp.len);
-	buf_reset(&c->qp_wsp);
-}
-
-/* qp_literal - a '=' sequence that is not an escape is kept as it was */
-static void
-qp_literal(struct content *c)
-{
-	buf_append(&c->dec, "=", 1);
-	if (c->qp_state == QP_EQ_HEX) {
-		char h = (char)c->qp_hex;
-
-		buf_append(&c->dec, &h, 1);
-	}
-	if (c->qp_state == QP_EQ_WSP || c->qp_state == QP_EQ_CR)
-		qp_flush_wsp(c);
-	if (c->qp_state == QP_EQ_CR)
-		buf_append(&c->dec, "\r", 1);
-	c->qp_state = QP_TEXT;
-}
-
-/*
- * qp_feed - decode quoted-printable (RFC 2045 6.7)
- *
- * Soft line breaks ("=" CRLF, with transport padding allowed before the
- * CRLF) vanish, =XX is a byte, a '=' sequence that is neither stays as it
- * is, and whitespace at the end of a line is dropped (rule 3). Runs of plain
- * text are copied in one append.
- */
-static void
-qp_feed(struct content *c, const char *p, size_t n)
-{
-	size_t i = 0;
-
-	while (i < n) {
-		unsigned char ch = (unsigned char)p[i];
-		size_t j;
-		int h;
-
-		switch (c->qp_state) {
-		case QP_TEXT:
-			if (ch == ' ' || ch == '\t') {
-				if (c->qp_wsp.len == QP_WSP_MAX)
-					qp_flush_wsp(c);
-				buf_append(&c->qp_wsp, &p[i], 1);
-				i++;
-				continue;
-			}
-			if (ch == '\r') {
-				c->qp_state = QP_CR;
-				i++;
-				continue;
-			}
-			if (ch == '\n') {	/* a bare LF ends a line too */
-				buf_reset(&c->qp_wsp);
-				buf_append(&c->dec, "\n", 1);
-				i++;
-				continue;
-			}
-			qp_flush_wsp(c);
-			if (ch == '=') {
-				c->qp_state = QP_EQ;
-				i++;
-				continue;
-			}
-			for (j = i; j < n && p[j] != ' ' && p[j] != '\t' && p[j] != '\r' && p[j] != '\n' &&
-			     p[j] != '='; j++)
-				;
-			buf_append(&c->dec, p + i, j - i);
-			i = j;
-			continue;
-		case QP_CR:
-			c->qp_state = QP_TEXT;
-			if (ch == '\n') {
-				buf_reset(&c->qp_wsp);
-				buf_append(&c->dec, "\r\n", 2);
-				i++;
-			} else {
-				qp_flush_wsp(c);
-				buf_append(&c->dec, "\r", 1);
-			}
-			continue;
-		case QP_EQ:
-			if ((h = hex_value(ch)) >= 0) {
-				c->qp_hex = (int)ch;
-				c->qp_state = QP_EQ_HEX;
-			} else if (ch == ' ' || ch == '\t') {
-				buf_append(&c->qp_wsp, &p[i], 1);
-				c->qp_state = QP_EQ_WSP;
-			} else if (ch == '\r') {
-				c->qp_state = QP_EQ_CR;
-			} else if (ch == '\n') {
-				c->qp_state = QP_TEXT;	/* soft line break with a bare LF */
-			} else {
-				qp_literal(c);
-				continue;
-			}
-			i++;
-			continue;
-		case QP_EQ_HEX:
-			if ((h = hex_value(ch)) >= 0) {
-				char byte = (char)(hex_value((unsigned char)c->qp_hex) << 4 | h);
-
-				buf_append(&c->dec, &byte, 1);
-				c->qp_state = QP_TEXT;
-				i++;
-			} else
-				qp_literal(c);
-			continue;
-		case QP_EQ_WSP:
-			if ((ch == ' ' || ch == '\t') && c->qp_wsp.len < QP_WSP_MAX) {
-				buf_append(&c->qp_wsp, &p[i], 1);
-			} else if (ch == '\r') {
-				c->qp_state = QP_EQ_CR;
-			} else if (ch == '\n') {
-				buf_reset(&c->qp_wsp);
-				c->qp_state = QP_TEXT;
-			} else {
-				qp_literal(c);
-				continue;
-			}
-			i++;
-			continue;
-		case QP_EQ_CR:
-			if (ch == '\n') {
-				buf_reset(&c->qp_wsp);
-				c->qp_state = QP_TEXT;
-				i++;
-			} else
-				qp_literal(c);
-			continue;
-		}
-	}
-}
-
-/*
- * qp_end - the body ended in the middle of something
- *
- * The last line of a part has no line end of its own (it went to the
- * boundary), so trailing whitespace and a final '=' are dropped as they
- * would be before a CRLF.
- */
-static void
-qp_end(struct content *c)
-{
-	switch (c->qp_state) {
-	case QP_CR:
-		qp_flush_wsp(c);
-		buf_append(&c->dec, "\r", 1);
-		break;
-	case QP_EQ_HEX:
-		qp_literal(c);
-		break;
-	default:
-		break;
-	}
-	buf_reset(&c->qp_wsp);
-	c->qp_state = QP_TEXT;
-}
-
-/*
- * mime_part_content - append the part's body, transfer-decoded, to out
- *
- * At most limit decoded bytes are appended; *truncated_r says more existed.
- * Multiparts and unknown encodings give their raw bytes. Returns 0, or -1
- * with errno when the file cannot be read (or ENOBUFS when out's own limit
- * refuses the bytes); out then holds what was decoded before.
- */
-int
-mime_part_content(int fd, const struct mime_part *p, size_t limit, struct buf *out,
-		  bool *truncated_r)
-{
-	struct content c;
-	char *chunk;
-	off_t off = p->body_off, left = p->body_len;
-	int cte = CTE_RAW, rc = 0;
-
-	if (!p->is_multipart && p->encoding != NULL) {
-		if (strcmp(p->encoding, "base64") == 0)
-			cte = CTE_BASE64;
-		else if (strcmp(p->encoding, "quoted-printable") == 0)
-			cte = CTE_QP;
-	}
-	memset(&c, 0, sizeof(c));
-	c.out = out;
-	c.limit = limit;
-	buf_init(&c.dec, 0);
-	buf_init(&c.qp_wsp, 0);
-	chunk = xmalloc(MIME_READ_SIZE);
-	while (left > 0 && !c.is_done && !(cte == CTE_BASE64 && c.b64_ended)) {
-		size_t want = left > MIME_READ_SIZE ? MIME_READ_SIZE : (size_t)left;
-		ssize_t n = pread(fd, chunk, want, off);
-
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			rc = -1;
-			break;
-		}
-		if (n == 0)
-			break;
-		off += n;
-		left -= n;
-		if (cte == CTE_RAW) {
-			give(&c, chunk, (size_t)n);
-			continue;
-		}
-		buf_reset(&c.dec);
-		if (cte == CTE_BASE64)
-			b64_feed(&c, chunk, (size_t)n);
-		else
-			qp_feed(&c, chunk, (size_t)n);
-		give(&c, c.dec.ptr, c.dec.len);
-	}
-	if (rc == 0 && !c.is_done && cte != CTE_RAW) {
-		buf_reset(&c.dec);
-		if (cte == CTE_BASE64)
-			b64_flush(&c);
-		else
-			qp_end(&c);
-		give(&c, c.dec.ptr, c.dec.len);
-	}
-	if (rc == 0 && c.error != 0) {
-		errno = c.error;
-		rc = -1;
-	}
-	*truncated_r = c.is_truncated;
-	free(chunk);
-	buf_release(&c.dec);
-	buf_release(&c.qp_wsp);
-	return rc;
 }

@@ -187,6 +187,29 @@ env_newindex(lua_State *L)
 			  luaL_tolstring(L, 2, NULL));
 }
 
+/*
+ * sandbox_setmetatable - setmetatable without finalizers
+ *
+ * A __gc metamethod runs whenever the collector gets to it, also outside a
+ * message's limits (lua_close when a worker leaves, a collection between
+ * messages): a finalizer that loops would hang the worker for good.
+ */
+static int
+sandbox_setmetatable(lua_State *L)
+{
+	if (lua_type(L, 2) == LUA_TTABLE) {
+		lua_pushliteral(L, "__gc");
+		if (lua_rawget(L, 2) != LUA_TNIL)
+			return luaL_error(L, "finalizers (__gc) are not available to policies");
+		lua_pop(L, 1);
+	}
+	lua_settop(L, 2);
+	lua_getfield(L, LUA_REGISTRYINDEX, "postern.setmetatable");
+	lua_insert(L, 1);
+	lua_call(L, 2, 1);
+	return 1;
+}
+
 /* policy_warn - warn() from a policy goes to the log */
 static void
 policy_warn(void *ud, const char *msg, int tocont)
@@ -297,6 +320,10 @@ setup_state(lua_State *L)
 	lua_pop(L, 1);
 	lua_pushcfunction(L, sandbox_require);
 	lua_setfield(L, env, "require");
+	lua_getfield(L, env, "setmetatable");
+	lua_setfield(L, LUA_REGISTRYINDEX, "postern.setmetatable");
+	lua_pushcfunction(L, sandbox_setmetatable);
+	lua_setfield(L, env, "setmetatable");
 	static const char *const libs[] = { LUA_STRLIBNAME, LUA_TABLIBNAME, LUA_MATHLIBNAME,
 					    LUA_UTF8LIBNAME, NULL };
 	lua_pushglobaltable(L);

@@ -21,7 +21,7 @@
 #include "util/buf.h"
 #include "tap.h"
 
-#define READ_WINDOW	(64 * 1024)	/* mime.c's MIME_READ_SIZE */
+#define READ_WINDOW	(64 * 1024)	/* mime_int.h's MIME_READ_SIZE */
 
 static const struct mime_limits def_limits = { 20, 1000, 65536 };
 

@@ -34,7 +34,7 @@ defer_all(struct message *m, int code, const char *reply)
 static bool
 run_policy(const struct decide_ctx *ctx, struct message *m)
 {
-	struct policy_input in = { m, ctx->client, ctx->lc->name, ctx->cfg };
+	struct policy_input in = { m, ctx->client, ctx->lc->name, ctx->cfg, ctx->clam };
 	char *error = NULL, *e;
 
 	if (policy_run(ctx->policy, &in, &error) == 0)
@@ -43,6 +43,9 @@ run_policy(const struct decide_ctx *ctx, struct message *m)
 	log_warnx("%s: policy %s failed, message deferred: %s", m->id, policy_path(ctx->policy), e);
 	free(e);
 	free(error);
+	/* nothing the policy decided before it failed counts */
+	for (size_t i = 0; i < m->nrcpts; i++)
+		m->rcpts[i].verdict = VERDICT_TEMPFAIL;
 	defer_all(m, 451, "451 4.3.0 policy error, try again later");
 	return false;
 }

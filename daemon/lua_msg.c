@@ -47,8 +47,8 @@ struct lrcpt {
 };
 
 /* check_msg - the msg at idx, raising if it is not one or no longer valid */
-static struct policy_input *
-check_msg(lua_State *L, int idx)
+struct policy_input *
+lua_msg_check(lua_State *L, int idx)
 {
 	struct lmsg *lm = luaL_checkudata(L, idx, MSG_CLASS);
 
@@ -177,7 +177,7 @@ push_value(lua_State *L, const struct header_field *f, enum value_mode mode)
 static int
 msg_header(lua_State *L)
 {
-	struct policy_input *in = check_msg(L, 1);
+	struct policy_input *in = lua_msg_check(L, 1);
 	const char *name = luaL_checkstring(L, 2);
 	enum value_mode mode = check_mode(L, 3);
 	const struct header_field *f = header_find(ensure_header(L, in), name, 0);
@@ -196,7 +196,7 @@ msg_header(lua_State *L)
 static int
 msg_headers(lua_State *L)
 {
-	struct policy_input *in = check_msg(L, 1);
+	struct policy_input *in = lua_msg_check(L, 1);
 	const char *name = luaL_checkstring(L, 2);
 	enum value_mode mode = check_mode(L, 3);
 	const struct header_block *hb = ensure_header(L, in);
@@ -218,7 +218,7 @@ msg_headers(lua_State *L)
 static int
 msg_header_names(lua_State *L)
 {
-	struct policy_input *in = check_msg(L, 1);
+	struct policy_input *in = lua_msg_check(L, 1);
 	const struct header_block *hb = ensure_header(L, in);
 
 	lua_createtable(L, (int)hb->nfields, 0);
@@ -237,7 +237,7 @@ msg_header_names(lua_State *L)
 static int
 msg_raw_header(lua_State *L)
 {
-	struct policy_input *in = check_msg(L, 1);
+	struct policy_input *in = lua_msg_check(L, 1);
 	const struct header_block *hb = ensure_header(L, in);
 
 	lua_pushlstring(L, hb->raw ? hb->raw : "", hb->raw_len);
@@ -282,7 +282,7 @@ check_limit(lua_State *L, int idx, size_t def)
 static int
 msg_body(lua_State *L)
 {
-	struct policy_input *in = check_msg(L, 1);
+	struct policy_input *in = lua_msg_check(L, 1);
 	size_t limit = check_limit(L, 2, BODY_DEFAULT_LIMIT);
 	const struct header_block *hb = ensure_header(L, in);
 	off_t total = spool_size(in->m->spool) - hb->body_off;
@@ -297,7 +297,7 @@ msg_body(lua_State *L)
 static int
 part_content(lua_State *L)
 {
-	struct policy_input *in = check_msg(L, lua_upvalueindex(1));
+	struct policy_input *in = lua_msg_check(L, lua_upvalueindex(1));
 	struct mime_tree *t = ensure_mime(L, in);
 	lua_Integer idx;
 	size_t limit;
@@ -344,7 +344,7 @@ set_string_field(lua_State *L, const char *name, const char *s)
 static int
 msg_parts(lua_State *L)
 {
-	struct policy_input *in = check_msg(L, 1);
+	struct policy_input *in = lua_msg_check(L, 1);
 	struct mime_tree *t = ensure_mime(L, in);
 
 	lua_createtable(L, (int)t->nparts, 0);
@@ -399,7 +399,7 @@ add_edit(lua_State *L, struct edit_list *l, enum edit_op op, int name_idx, int v
 static int
 msg_add_header(lua_State *L)
 {
-	add_edit(L, &check_msg(L, 1)->m->edits, EDIT_ADD, 2, 3);
+	add_edit(L, &lua_msg_check(L, 1)->m->edits, EDIT_ADD, 2, 3);
 	return 0;
 }
 
@@ -410,7 +410,7 @@ msg_add_header(lua_State *L)
 static int
 msg_remove_header(lua_State *L)
 {
-	add_edit(L, &check_msg(L, 1)->m->edits, EDIT_REMOVE, 2, 0);
+	add_edit(L, &lua_msg_check(L, 1)->m->edits, EDIT_REMOVE, 2, 0);
 	return 0;
 }
 
@@ -422,7 +422,7 @@ msg_remove_header(lua_State *L)
 static int
 msg_replace_header(lua_State *L)
 {
-	add_edit(L, &check_msg(L, 1)->m->edits, EDIT_REPLACE, 2, 3);
+	add_edit(L, &lua_msg_check(L, 1)->m->edits, EDIT_REPLACE, 2, 3);
 	return 0;
 }
 
@@ -434,7 +434,7 @@ msg_replace_header(lua_State *L)
 static int
 msg_tag_subject(lua_State *L)
 {
-	add_edit(L, &check_msg(L, 1)->m->edits, EDIT_SUBJECT_TAG, 0, 2);
+	add_edit(L, &lua_msg_check(L, 1)->m->edits, EDIT_SUBJECT_TAG, 0, 2);
 	return 0;
 }
 
@@ -446,7 +446,7 @@ msg_tag_subject(lua_State *L)
 static int
 msg_add_score(lua_State *L)
 {
-	struct policy_input *in = check_msg(L, 1);
+	struct policy_input *in = lua_msg_check(L, 1);
 	lua_Number points = luaL_checknumber(L, 2);
 	const char *rule = luaL_checkstring(L, 3);
 
@@ -464,7 +464,7 @@ msg_add_score(lua_State *L)
 static int
 msg_hit(lua_State *L)
 {
-	struct policy_input *in = check_msg(L, 1);
+	struct policy_input *in = lua_msg_check(L, 1);
 
 	message_add_hit(in->m, luaL_checkstring(L, 2), 0);
 	return 0;
@@ -478,7 +478,7 @@ msg_hit(lua_State *L)
 static int
 msg_log(lua_State *L)
 {
-	struct policy_input *in = check_msg(L, 1);
+	struct policy_input *in = lua_msg_check(L, 1);
 	int n = lua_gettop(L);
 	luaL_Buffer b;
 	char *e;
@@ -555,7 +555,7 @@ recipients_table(lua_State *L, struct policy_input *in)
 static int
 msg_add_recipient(lua_State *L)
 {
-	struct policy_input *in = check_msg(L, 1);
+	struct policy_input *in = lua_msg_check(L, 1);
 	const char *addr = check_address(L, 2);
 	struct recipient *r;
 
@@ -642,19 +642,20 @@ static const luaL_Reg msg_methods[] = {
 
 /*
  * --- msg.id, msg.sender, msg.recipients, msg.client, msg.listener, msg.size,
- * --- msg.score, msg.hits, msg.broken
+ * --- msg.score, msg.hits, msg.broken, msg.host
  * id: postern's mail id. sender: the envelope sender ("" for the null
  * sender). recipients: the rcpt objects, in RCPT order. client: ip, name,
  * helo, proto, login (SASL), source, ident, port (all from the MTA's
  * XFORWARD when it sent them; ip and helo fall back to our peer's), peer
  * (the MTA's own address). listener: the listener's name. size: bytes.
  * score: the sum of msg:add_score(). hits: { {rule=, score=}, ... }.
- * broken: why the header or MIME structure is damaged, or nil.
+ * broken: why the header or MIME structure is damaged, or nil. host: our
+ * host name (the configuration's hostname), for headers such as X-Virus-Scanned.
  */
 static int
 msg_index(lua_State *L)
 {
-	struct policy_input *in = check_msg(L, 1);
+	struct policy_input *in = lua_msg_check(L, 1);
 	const char *key = luaL_checkstring(L, 2);
 
 	if (strcmp(key, "id") == 0)
@@ -667,6 +668,8 @@ msg_index(lua_State *L)
 		client_table(L, in);
 	else if (strcmp(key, "listener") == 0)
 		lua_pushstring(L, in->listener);
+	else if (strcmp(key, "host") == 0)
+		lua_pushstring(L, in->cfg->hostname);
 	else if (strcmp(key, "size") == 0)
 		lua_pushinteger(L, in->m->size);
 	else if (strcmp(key, "score") == 0)
@@ -707,12 +710,13 @@ verdict_from(lua_State *L, int idx, enum verdict *v, char **reply_r, const char 
 
 	*reply_r = NULL;
 	idx = lua_absindex(L, idx);
+	/* lua_tostring would turn a number into a string in place: check the type first */
 	if (lua_type(L, idx) == LUA_TTABLE) {
 		lua_getfield(L, idx, "verdict");
-		name = lua_tostring(L, -1);
-		lua_pop(L, 1);
+		name = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : NULL;
+		lua_pop(L, 1);		/* the table keeps the string alive */
 	} else
-		name = lua_tostring(L, idx);
+		name = lua_type(L, idx) == LUA_TSTRING ? lua_tostring(L, idx) : NULL;
 	for (i = 0; name != NULL && names[i] != NULL; i++)
 		if (strcmp(name, names[i]) == 0)
 			break;
@@ -960,7 +964,7 @@ rcpt_tostring(lua_State *L)
 static int
 msg_tostring(lua_State *L)
 {
-	lua_pushfstring(L, "msg %s", check_msg(L, 1)->m->id);
+	lua_pushfstring(L, "msg %s", lua_msg_check(L, 1)->m->id);
 	return 1;
 }
 
@@ -987,6 +991,10 @@ void
 lua_msg_open(lua_State *L)
 {
 	register_class(L, MSG_CLASS, msg_methods, msg_index, msg_tostring);
+	luaL_getmetatable(L, MSG_CLASS);
+	lua_getfield(L, -1, "methods");
+	lua_scan_methods(L);		/* msg:clamav(), msg:files(), msg:spamd() */
+	lua_pop(L, 2);
 	register_class(L, RCPT_CLASS, rcpt_methods, rcpt_index, rcpt_tostring);
 	lua_pushcfunction(L, luaopen_postern_core);
 	lua_setfield(L, -2, "postern.core");

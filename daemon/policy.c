@@ -326,6 +326,11 @@ setup_state(lua_State *L)
 	lua_setfield(L, env, "setmetatable");
 	static const char *const libs[] = { LUA_STRLIBNAME, LUA_TABLIBNAME, LUA_MATHLIBNAME,
 					    LUA_UTF8LIBNAME, NULL };
+	/* bytecode is refused at load anyway; dump would only leak function internals */
+	lua_getglobal(L, LUA_STRLIBNAME);
+	lua_pushnil(L);
+	lua_setfield(L, -2, "dump");
+	lua_pop(L, 1);
 	lua_pushglobaltable(L);
 	copy_fields(L, -1, env, libs);
 	lua_newtable(L);	/* os: clocks and dates only */
@@ -355,6 +360,14 @@ setup_state(lua_State *L)
 	lua_setfield(L, LUA_REGISTRYINDEX, "postern.loaded");
 	lua_pushstring(L, policy_of(L)->cfg->policy_dir);
 	lua_setfield(L, LUA_REGISTRYINDEX, "postern.policy_dir");
+	lua_pushstring(L, policy_of(L)->cfg->spamd.on_error);
+	lua_setfield(L, LUA_REGISTRYINDEX, "postern.spamd_on_error");
+	lua_createtable(L, (int)policy_of(L)->cfg->local_domains.n, 0);
+	for (size_t i = 0; i < policy_of(L)->cfg->local_domains.n; i++) {
+		lua_pushstring(L, policy_of(L)->cfg->local_domains.v[i]);
+		lua_rawseti(L, -2, (lua_Integer)i + 1);
+	}
+	lua_setfield(L, LUA_REGISTRYINDEX, "postern.local_domains");
 	lua_newtable(L);
 	lua_msg_open(L);	/* postern.msg, postern.rcpt and the C module postern.core */
 	lua_setfield(L, LUA_REGISTRYINDEX, "postern.preload");

@@ -40,6 +40,8 @@ enum key_type {
 	KT_NETLIST,		/* list of networks: { "127.0.0.0/8", "::1" } */
 	KT_LOGLEVEL,		/* debug, info, warn, error */
 	KT_SECTION,		/* a table of sub-keys: quarantine = { dir = ... } */
+	KT_STRLIST,		/* list of strings: { "example.com", ".example.net" } */
+	KT_ONERROR,		/* "tempfail", "pass" or "reject" */
 };
 
 struct key {
@@ -54,6 +56,39 @@ struct key {
 
 #define G(f) offsetof(struct config, f)
 #define L(f) offsetof(struct listener_cfg, f)
+
+static const struct key clamav_keys[] = {
+	{ "database", KT_STRING, G(clamav.database), NULL, 0, 0,
+	  "directory of ClamAV signature files (.cvd .cld .hdb .ndb .ldb ...); unset: no ClamAV", NULL },
+	{ "max_scan_size", KT_SIZE, G(clamav.max_scan_size), "100M", 1024, LONG_MAX,
+	  "bytes scanned per message, archives unpacked included", NULL },
+	{ "max_file_size", KT_SIZE, G(clamav.max_file_size), "25M", 1024, LONG_MAX,
+	  "largest single file (part, archive member) scanned", NULL },
+	{ "max_recursion", KT_INT, G(clamav.max_recursion), "16", 1, 100,
+	  "archive and container nesting unpacked", NULL },
+	{ "max_files", KT_INT, G(clamav.max_files), "10000", 1, 10000000,
+	  "files scanned per message, archive members included", NULL },
+	{ "max_scan_time", KT_SECONDS, G(clamav.max_scan_time_ms), "120", 1000, 3600000,
+	  "seconds one message's scan may take", NULL },
+	{ "self_check", KT_SECONDS, G(clamav.self_check_ms), "600", 0, 86400000,
+	  "seconds between checks of the database directory for new signatures (0: only SIGHUP)", NULL },
+	{ "on_incomplete", KT_ONERROR, G(clamav.on_incomplete), "tempfail", 0, 0,
+	  "what P.clamav does when a scan cannot finish (limits, encrypted archive, engine error): "
+	  "tempfail, pass (with X-Virus-Status: Unchecked) or reject", NULL },
+	{ NULL, 0, 0, NULL, 0, 0, NULL, NULL },
+};
+
+static const struct key spamd_keys[] = {
+	{ "address", KT_STRING, G(spamd.address), "127.0.0.1:783", 0, 0,
+	  "spamd's address: host:port, or the path of its unix socket", NULL },
+	{ "timeout", KT_SECONDS, G(spamd.timeout_ms), "30", 100, 3600000,
+	  "seconds to wait for spamd (connect, send, answer)", NULL },
+	{ "max_size", KT_SIZE, G(spamd.max_size), "500K", 1024, 1073741824,
+	  "larger messages are not sent to spamd (spamc's default is 500 KB)", NULL },
+	{ "on_error", KT_ONERROR, G(spamd.on_error), "pass", 0, 0,
+	  "what P.spamd does when spamd is down or slow: pass (X-Spam-Status: Unchecked) or tempfail", NULL },
+	{ NULL, 0, 0, NULL, 0, 0, NULL, NULL },
+};
 
 static const struct key quarantine_keys[] = {
 	{ "dir", KT_STRING, G(quarantine_dir), QUARANTINE_DIR, 0, 0,
@@ -94,6 +129,12 @@ static const struct key global_keys[] = {
 	  "MIME parts listed for policies", NULL },
 	{ "quarantine", KT_SECTION, 0, NULL, 0, 0,
 	  "quarantine = { dir = ... }", quarantine_keys },
+	{ "clamav", KT_SECTION, 0, NULL, 0, 0,
+	  "clamav = { database = ..., limits }", clamav_keys },
+	{ "spamd", KT_SECTION, 0, NULL, 0, 0,
+	  "spamd = { address = ..., timeout = ... }", spamd_keys },
+	{ "local_domains", KT_STRLIST, G(local_domains), NULL, 0, 0,
+	  "domains (\"example.com\", \".example.com\" with subdomains) whose recipients get spam headers", NULL },
 	{ NULL, 0, 0, NULL, 0, 0, NULL, NULL },
 };
 
@@ -233,6 +274,7 @@ set_netlist(lua_State *L, int idx, struct listener_cfg *lc)
 }
 
 static const char *set_value(lua_State *L, int idx, const struct key *k, void *base);
+static const char *set_strlist(lua_State *L, int idx, struct strlist *sl);
 
 /* set_section - a table of sub-keys, each checked against its row */
 static const char *
@@ -280,7 +322,7 @@ set_value(lua_State *L, int idx, const struct key *k, void *base)
 	if (k->type == KT_SECTION)
 		return set_section(L, idx, k, base);
 	if (k->type != KT_NETLIST && k->type != KT_INT && k->type != KT_SECONDS &&
-	    k->type != KT_SIZE && lua_type(L, idx) != LUA_TSTRING)
+	    k->type != KT_SIZE && k->type != KT_STRLIST && lua_type(L, idx) != LUA_TSTRING)
 		return "expected a string";
 	if (lua_type(L, idx) == LUA_TSTRING)
 		s = lua_tostring(L, idx);
@@ -312,6 +354,13 @@ set_value(lua_State *L, int idx, const struct key *k, void *base)
 	}
 	case KT_NETLIST:
 		return set_netlist(L, idx, base);
+	case KT_STRLIST:
+		return set_strlist(L, idx, slot);
+	case KT_ONERROR:
+		if (strcmp(s, "tempfail") != 0 && strcmp(s, "pass") != 0 && strcmp(s, "reject") != 0)
+			return "expected \"tempfail\", \"pass\" or \"reject\"";
+		store_string(slot, s);
+		return NULL;
 	case KT_INT:
 		if (!number_of(L, idx, &d) || d != (double)(long)d)
 			return "expected a whole number";
@@ -344,6 +393,37 @@ set_value(lua_State *L, int idx, const struct key *k, void *base)
 		return err;
 	}
 	*(long *)slot = v;
+	return NULL;
+}
+
+/* set_strlist - a list of strings from a string or a table of strings */
+static const char *
+set_strlist(lua_State *L, int idx, struct strlist *sl)
+{
+	size_t n;
+
+	if (lua_type(L, idx) == LUA_TSTRING) {
+		lua_newtable(L);
+		lua_pushvalue(L, idx);
+		lua_rawseti(L, -2, 1);
+		idx = lua_gettop(L);
+	}
+	if (lua_type(L, idx) != LUA_TTABLE)
+		return "expected a list of strings, e.g. { \"example.com\" }";
+	n = lua_rawlen(L, idx);
+	for (size_t i = 1; i <= n; i++)
+		if (lua_rawgeti(L, idx, (lua_Integer)i) != LUA_TSTRING) {
+			lua_pop(L, 1);
+			return "expected a list of strings";
+		} else
+			lua_pop(L, 1);
+	strlist_free(sl);
+	sl->v = xreallocarray(NULL, n ? n : 1, sizeof(*sl->v));
+	for (size_t i = 1; i <= n; i++) {
+		lua_rawgeti(L, idx, (lua_Integer)i);
+		sl->v[sl->n++] = xstrdup(lua_tostring(L, -1));
+		lua_pop(L, 1);
+	}
 	return NULL;
 }
 
@@ -698,6 +778,17 @@ config_defaults(void)
 	return ld.cfg;
 }
 
+/* strlist_free - empty a list of strings */
+void
+strlist_free(struct strlist *sl)
+{
+	for (size_t i = 0; i < sl->n; i++)
+		free(sl->v[i]);
+	free(sl->v);
+	sl->v = NULL;
+	sl->n = 0;
+}
+
 /* config_free - free a configuration; returns NULL */
 struct config *
 config_free(struct config *cfg)
@@ -724,6 +815,11 @@ config_free(struct config *cfg)
 	free(cfg->policy_dir);
 	free(cfg->lua_dir);
 	free(cfg->quarantine_dir);
+	free(cfg->clamav.database);
+	free(cfg->clamav.on_incomplete);
+	free(cfg->spamd.address);
+	free(cfg->spamd.on_error);
+	strlist_free(&cfg->local_domains);
 	free(cfg);
 	return NULL;
 }

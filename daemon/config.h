@@ -44,6 +44,29 @@ struct listener_cfg {
 	char   *policy;			/* policy file relative to policy_dir, or NULL */
 };
 
+struct strlist {
+	char  **v;			/* owned strings */
+	size_t	n;			/* how many */
+};
+
+struct clamav_cfg {
+	char   *database;		/* signature directory; NULL: no ClamAV */
+	long	max_scan_size;		/* CL_ENGINE_MAX_SCANSIZE */
+	long	max_file_size;		/* CL_ENGINE_MAX_FILESIZE */
+	long	max_recursion;		/* CL_ENGINE_MAX_RECURSION */
+	long	max_files;		/* CL_ENGINE_MAX_FILES */
+	long	max_scan_time_ms;	/* CL_ENGINE_MAX_SCANTIME */
+	long	self_check_ms;		/* database directory check interval; 0: off */
+	char   *on_incomplete;		/* "tempfail", "pass" or "reject" */
+};
+
+struct spamd_cfg {
+	char   *address;		/* host:port or a unix socket path */
+	long	timeout_ms;		/* connect, send and answer */
+	long	max_size;		/* larger messages are not sent */
+	char   *on_error;		/* "pass" or "tempfail" */
+};
+
 struct config {
 	char   *path;			/* the file this came from */
 	char   *user;			/* run as this user after binding */
@@ -62,6 +85,9 @@ struct config {
 	long	mime_max_depth;		/* MIME nesting walked */
 	long	mime_max_parts;		/* MIME parts listed */
 	char   *quarantine_dir;		/* quarantine = { dir = ... } */
+	struct clamav_cfg clamav;	/* clamav = { ... } */
+	struct spamd_cfg spamd;		/* spamd = { ... } */
+	struct strlist local_domains;	/* recipients that get spam headers */
 	struct listener_cfg *listeners;	/* owned array */
 	size_t	nlisteners;		/* its length */
 };
@@ -70,6 +96,7 @@ struct config *config_load(const char *path, char *const *overrides, size_t nove
 			   char **error_r);
 struct config *config_free(struct config *cfg);
 struct config *config_defaults(void);
+void strlist_free(struct strlist *sl);
 void config_print_keys(void);
 
 #endif

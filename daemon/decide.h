@@ -18,6 +18,7 @@
 #include "reinject.h"
 
 struct policy;
+struct clam_engine;
 
 struct decide_ctx {
 	const struct config *cfg;	/* borrowed */
@@ -25,6 +26,7 @@ struct decide_ctx {
 	const struct client *client;	/* borrowed */
 	struct downstream *ds;		/* the worker's cached downstream, borrowed */
 	struct policy *policy;		/* the listener's policy or NULL, borrowed */
+	const struct clam_engine *clam;	/* the ClamAV engine or NULL, borrowed */
 };
 
 void decide_message(const struct decide_ctx *ctx, struct message *m);

@@ -28,6 +28,7 @@
 #include <strings.h>
 #include <unistd.h>
 
+#include "clam.h"
 #include "config.h"
 #include "dotstuff.h"
 #include "dryrun.h"
@@ -342,6 +343,7 @@ dryrun_main(const char *config_path, bool config_given, int argc, char **argv)
 	struct dryrun_opts o = { 0 };
 	struct config *cfg = NULL;
 	struct policy *p = NULL;
+	struct clam_engine *clam = NULL;
 	struct message *m = NULL;
 	struct client c = { 0 };
 	struct policy_input in;
@@ -363,6 +365,12 @@ dryrun_main(const char *config_path, bool config_given, int argc, char **argv)
 		cfg = config_defaults();	/* --policy without a configuration file */
 	if ((p = load(cfg, &o, &listener)) == NULL)
 		goto out;
+	if (cfg->clamav.database != NULL &&
+	    (clam = clam_engine_load(&cfg->clamav, NULL, &error)) == NULL) {
+		fprintf(stderr, "postern test: %s\n", error);
+		free(error);
+		goto out;
+	}
 	m = message_new();
 	if ((m->spool = spool_file(cfg, o.file, &m->size)) == NULL)
 		goto out;
@@ -382,7 +390,7 @@ dryrun_main(const char *config_path, bool config_given, int argc, char **argv)
 		c.xforward[XF_HELO] = xstrdup(o.helo);
 	if (o.login)
 		c.xforward[XF_LOGIN] = xstrdup(o.login);
-	in = (struct policy_input){ m, &c, listener, cfg };
+	in = (struct policy_input){ m, &c, listener, cfg, clam };
 	if (policy_run(p, &in, &error) < 0) {
 		printf("policy:    %s\nerror:     %s\nverdict:   the daemon would tempfail this message "
 		       "(451 4.3.0)\n", policy_path(p), error);
@@ -395,6 +403,7 @@ out:
 	client_release(&c);
 	message_free(m);
 	policy_free(p);
+	clam_engine_free(clam);
 	config_free(cfg);
 	free(o.rcpts);
 	return status;

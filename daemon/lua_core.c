@@ -339,6 +339,22 @@ core_read_table(lua_State *L)
 	return 1;
 }
 
+/*
+ * --- P.config() -> { local_domains = {...}, spamd_on_error = ... }
+ * What the rule constructors need of the configuration: local_domains and
+ * spamd.on_error (P.spamd's defaults).
+ */
+static int
+core_config(lua_State *L)
+{
+	lua_createtable(L, 0, 2);
+	lua_getfield(L, LUA_REGISTRYINDEX, "postern.local_domains");
+	lua_setfield(L, -2, "local_domains");
+	lua_getfield(L, LUA_REGISTRYINDEX, "postern.spamd_on_error");
+	lua_setfield(L, -2, "spamd_on_error");
+	return 1;
+}
+
 static const luaL_Reg regex_methods[] = {
 	{ "match", regex_lua_match },
 	{ "find", regex_lua_find },
@@ -355,6 +371,7 @@ static const luaL_Reg core_functions[] = {
 	{ "cidr", core_cidr },
 	{ "log", core_log },
 	{ "read_table", core_read_table },
+	{ "config", core_config },
 	{ NULL, NULL },
 };
 

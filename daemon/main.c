@@ -20,6 +20,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "clam.h"
 #include "config.h"
 #include "log.h"
 #include "master.h"
@@ -144,6 +145,7 @@ main(int argc, char **argv)
 	bool foreground = false, debug = false, check_only = false, as_root;
 	struct bound *sockets = NULL;
 	struct policy **policies;
+	struct clam_engine *clam;
 	struct config *cfg;
 	uid_t uid = 0;
 	gid_t gid = 0;
@@ -183,6 +185,17 @@ main(int argc, char **argv)
 			config_free(cfg);
 			return 1;
 		}
+		if (master_load_engine(cfg, &clam, &error) < 0) {
+			fprintf(stderr, "posternd: %s: %s\n", path, error);
+			free(error);
+			master_free_policies(cfg, policies);
+			config_free(cfg);
+			return 1;
+		}
+		if (clam != NULL)
+			printf("posternd: clamav: %u signatures load from %s\n",
+			       clam_engine_signatures(clam), cfg->clamav.database);
+		clam_engine_free(clam);
 		printf("posternd: %s: configuration is valid (%zu listener(s))\n", path, cfg->nlisteners);
 		for (size_t i = 0; i < cfg->nlisteners; i++)
 			if (policies[i] != NULL)
@@ -213,12 +226,14 @@ main(int argc, char **argv)
 	/* as the final user: a policy reads only what that user may read */
 	if ((policies = master_load_policies(cfg, &error)) == NULL)
 		log_fatal("%s", error);
+	if (master_load_engine(cfg, &clam, &error) < 0)
+		log_fatal("%s: %s", path, error);
 	spool_clean_dir(cfg->spool_dir, 0);
 	signal(SIGPIPE, SIG_IGN);
 	if (!foreground)
 		daemonize();
 	log_info("posternd %s starting with %s", PACKAGE_VERSION, path);
 	master_check_forwards(cfg);
-	rc = master_run(cfg, policies, sockets, nsockets, overrides, noverrides);
+	rc = master_run(cfg, policies, clam, sockets, nsockets, overrides, noverrides);
 	return rc;
 }

@@ -21,7 +21,9 @@
 
 #include "log.h"
 #include "master.h"
+#include "clam.h"
 #include "policy.h"
+#include "smtp_server.h"
 #include "spool.h"
 #include "util/net.h"
 #include "util/xalloc.h"
@@ -50,6 +52,8 @@ static volatile sig_atomic_t got_hup, got_term, got_chld;
 struct master {
 	struct config *cfg;		/* current generation's config, owned */
 	struct policy **policies;	/* one per listener of cfg (NULL: none), owned */
+	struct clam_engine *clam;	/* the ClamAV engine of this generation, or NULL, owned */
+	struct timespec clam_checked;	/* last look at the database directory (monotonic) */
 	int	generation;		/* current generation number */
 	struct bound *sockets;		/* listening sockets, owned */
 	size_t	nsockets;
@@ -248,7 +252,9 @@ spawn(struct master *m, size_t li)
 		for (size_t i = 0; i < m->nsockets; i++)
 			if (m->sockets[i].fd != fd)
 				close(m->sockets[i].fd);
-		worker_main(m->cfg, lc, m->policies[li], fd);
+		struct scanners sc = { m->policies[li], m->clam };
+
+		worker_main(m->cfg, lc, &sc, fd);
 	}
 	w->pid = pid;
 	w->generation = m->generation;
@@ -373,13 +379,62 @@ signal_workers(struct master *m, int sig, int keep)
 			kill(m->workers[i].pid, sig);
 }
 
+/*
+ * master_load_engine - the ClamAV engine of cfg, or NULL when none is configured
+ *
+ * Returns -1 with *error_r when one is configured and does not load.
+ */
+int
+master_load_engine(const struct config *cfg, struct clam_engine **clam_r, char **error_r)
+{
+	*clam_r = NULL;
+	if (cfg->clamav.database == NULL)
+		return 0;
+	if ((*clam_r = clam_engine_load(&cfg->clamav, cfg->spool_dir, error_r)) == NULL)
+		return -1;
+	log_info("clamav: %u signatures from %s loaded in %ld ms", clam_engine_signatures(*clam_r),
+		 cfg->clamav.database, clam_engine_load_ms(*clam_r));
+	return 0;
+}
+
+/*
+ * switch_generation - start workers on cfg, policies and clam; the old ones drain
+ *
+ * The master keeps only the new generation's objects: the old workers have
+ * their own copies of everything since fork().
+ */
+static void
+switch_generation(struct master *m, struct config *cfg, struct policy **policies,
+		  struct clam_engine *clam, const char *why)
+{
+	log_set_level(cfg->log_level);
+	if (policies != m->policies)
+		master_free_policies(m->cfg, m->policies);
+	if (clam != m->clam)
+		clam_engine_free(m->clam);
+	if (cfg != m->cfg)
+		config_free(m->cfg);
+	m->cfg = cfg;
+	m->policies = policies;
+	m->clam = clam;
+	clock_gettime(CLOCK_MONOTONIC, &m->clam_checked);
+	free(m->lstate);
+	m->lstate = xcalloc(cfg->nlisteners, sizeof(*m->lstate));
+	m->generation++;
+	log_info("%s: generation %d, %zu listener(s)", why, m->generation, cfg->nlisteners);
+	fill_pools(m);
+	/* the old generation finishes its sessions and leaves */
+	signal_workers(m, SIGTERM, m->generation);
+}
+
 /* reload - SIGHUP: a new generation on a new config, or keep the old one */
 static void
 reload(struct master *m)
 {
-	char *error = NULL;
+	char *error = NULL, *why;
 	struct config *cfg = config_load(m->cfg->path, m->overrides, m->noverrides, &error);
 	struct policy **policies;
+	struct clam_engine *clam;
 
 	if (cfg == NULL) {
 		log_error("reload failed, keeping the running configuration: %s", error);
@@ -392,9 +447,17 @@ reload(struct master *m)
 		config_free(cfg);
 		return;
 	}
+	if (master_load_engine(cfg, &clam, &error) < 0) {
+		log_error("reload failed, keeping the running configuration and signatures: %s", error);
+		free(error);
+		master_free_policies(cfg, policies);
+		config_free(cfg);
+		return;
+	}
 	if (master_bind(cfg, &m->sockets, &m->nsockets, &error) < 0) {
 		log_error("reload failed, keeping the running configuration: %s", error);
 		free(error);
+		clam_engine_free(clam);
 		master_free_policies(cfg, policies);
 		config_free(cfg);
 		return;
@@ -402,20 +465,38 @@ reload(struct master *m)
 	if (strcmp(cfg->spool_dir, m->cfg->spool_dir) != 0)
 		log_warnx("reload: spool_dir changed to %s; it must exist and be writable",
 			  cfg->spool_dir);
-	log_set_level(cfg->log_level);
-	master_free_policies(m->cfg, m->policies);
-	config_free(m->cfg);
-	m->cfg = cfg;
-	m->policies = policies;
-	free(m->lstate);
-	m->lstate = xcalloc(cfg->nlisteners, sizeof(*m->lstate));
-	m->generation++;
-	log_info("reloaded %s: generation %d, %zu listener(s)", cfg->path, m->generation,
-		 cfg->nlisteners);
+	why = xasprintf("reloaded %s", cfg->path);
+	switch_generation(m, cfg, policies, clam, why);
+	free(why);
 	master_check_forwards(cfg);
-	fill_pools(m);
-	/* the old generation finishes its sessions and leaves */
-	signal_workers(m, SIGTERM, m->generation);
+}
+
+/*
+ * check_signatures - clamd's SelfCheck: new signature files make a new engine
+ *
+ * Only the engine changes; configuration and policies stay as they are. A
+ * database that fails to load keeps the running engine (and is tried again
+ * at the next check: the directory still differs from what was loaded).
+ */
+static void
+check_signatures(struct master *m)
+{
+	struct clam_engine *clam;
+	char *error = NULL;
+
+	if (m->clam == NULL || m->cfg->clamav.self_check_ms == 0 ||
+	    ms_since(&m->clam_checked) < m->cfg->clamav.self_check_ms)
+		return;
+	clock_gettime(CLOCK_MONOTONIC, &m->clam_checked);
+	if (!clam_engine_db_changed(m->clam))
+		return;
+	log_info("clamav: %s changed, loading the signatures again", m->cfg->clamav.database);
+	if (master_load_engine(m->cfg, &clam, &error) < 0) {
+		log_error("clamav: signature reload failed, keeping the running engine: %s", error);
+		free(error);
+		return;
+	}
+	switch_generation(m, m->cfg, m->policies, clam, "signatures reloaded");
 }
 
 /* any_workers - is any worker still running */
@@ -470,13 +551,15 @@ drain(struct master *m)
 
 /* master_run - see master.h; returns the exit status */
 int
-master_run(struct config *cfg, struct policy **policies, struct bound *sockets, size_t nsockets,
-	   char *const *overrides, size_t noverrides)
+master_run(struct config *cfg, struct policy **policies, struct clam_engine *clam,
+	   struct bound *sockets, size_t nsockets, char *const *overrides, size_t noverrides)
 {
 	struct master m = { 0 };
 
 	m.cfg = cfg;
 	m.policies = policies;
+	m.clam = clam;
+	clock_gettime(CLOCK_MONOTONIC, &m.clam_checked);
 	m.sockets = sockets;
 	m.nsockets = nsockets;
 	m.overrides = overrides;
@@ -508,7 +591,8 @@ master_run(struct config *cfg, struct policy **policies, struct bound *sockets, 
 		if (got_hup) {
 			got_hup = 0;
 			reload(&m);
-		}
+		} else
+			check_signatures(&m);
 	}
 	for (size_t i = 0; i < m.nworkers; i++)
 		free(m.workers[i].listener);
@@ -521,6 +605,7 @@ master_run(struct config *cfg, struct policy **policies, struct bound *sockets, 
 	}
 	free(m.sockets);
 	master_free_policies(m.cfg, m.policies);
+	clam_engine_free(m.clam);
 	config_free(m.cfg);
 	return 0;
 }

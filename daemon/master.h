@@ -20,9 +20,11 @@ struct bound {
 };
 
 struct policy;
+struct clam_engine;
 
-int master_run(struct config *cfg, struct policy **policies, struct bound *sockets,
-	       size_t nsockets, char *const *overrides, size_t noverrides);
+int master_run(struct config *cfg, struct policy **policies, struct clam_engine *clam,
+	       struct bound *sockets, size_t nsockets, char *const *overrides, size_t noverrides);
+int master_load_engine(const struct config *cfg, struct clam_engine **clam_r, char **error_r);
 struct policy **master_load_policies(const struct config *cfg, char **error_r);
 void master_free_policies(const struct config *cfg, struct policy **p);
 int master_bind(const struct config *cfg, struct bound **sockets, size_t *nsockets,

@@ -13,6 +13,7 @@
 #include <sys/random.h>
 #include <unistd.h>
 
+#include "clam.h"
 #include "header.h"
 #include "message.h"
 #include "mime.h"
@@ -82,6 +83,10 @@ message_free(struct message *m)
 	if (m->mime != NULL) {
 		mime_release(m->mime);
 		free(m->mime);
+	}
+	if (m->clam != NULL) {
+		clam_result_release(m->clam);
+		free(m->clam);
 	}
 	free(m->rcpts);
 	free(m->sender);

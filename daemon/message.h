@@ -20,6 +20,7 @@
 struct spool;
 struct header_block;
 struct mime_tree;
+struct clam_result;
 
 enum xforward_attr {
 	XF_NAME, XF_ADDR, XF_PORT, XF_PROTO, XF_HELO, XF_IDENT, XF_SOURCE, XF_LOGIN,
@@ -110,6 +111,7 @@ struct message {
 	size_t	nhits;			/* its length */
 	bool	policy_ran;		/* a policy decided (for the log line) */
 	char   *quarantined;		/* where the quarantine verdict stored it, owned, or NULL */
+	struct clam_result *clam;	/* the ClamAV scan, owned, NULL until asked for */
 };
 
 struct message *message_new(void);

@@ -30,13 +30,15 @@
 #include "message.h"
 
 struct policy;
+struct clam_engine;
 
 /* what the policy sees of a message besides struct message */
 struct policy_input {
 	struct message *m;		/* the transaction; verdicts and edits land here */
 	const struct client *client;	/* who sent it (peer and XFORWARD) */
 	const char *listener;		/* listener name */
-	const struct config *cfg;	/* limits (header size, MIME) */
+	const struct config *cfg;	/* limits (header size, MIME), spamd */
+	const struct clam_engine *clam;	/* the ClamAV engine, or NULL when none is configured */
 };
 
 struct policy *policy_load(const struct config *cfg, const struct listener_cfg *lc,

@@ -52,6 +52,7 @@ struct session {
 	const struct listener_cfg *lc;	/* borrowed */
 	struct downstream *ds;		/* borrowed from the worker */
 	struct policy *policy;		/* the listener's policy or NULL, borrowed */
+	const struct clam_engine *clam;	/* the ClamAV engine or NULL, borrowed */
 	int	fd;			/* the client connection, owned */
 	struct io io;			/* its buffers */
 	struct client client;		/* who is talking, owned */
@@ -673,7 +674,7 @@ finish_transaction(struct session *s)
 			  strerror(m->spool_errno));
 		fail_all(m, 452, "452 4.3.1 Insufficient system storage");
 	} else {
-		struct decide_ctx ctx = { s->cfg, s->lc, &s->client, s->ds, s->policy };
+		struct decide_ctx ctx = { s->cfg, s->lc, &s->client, s->ds, s->policy, s->clam };
 
 		decide_message(&ctx, m);
 	}
@@ -990,7 +991,7 @@ command_loop(struct session *s)
 /* smtp_session_run - one session, from accept() to close(); see smtp_server.h */
 void
 smtp_session_run(const struct config *cfg, const struct listener_cfg *lc, struct downstream *ds,
-		 struct policy *policy, int fd, const struct sockaddr_storage *peer)
+		 const struct scanners *sc, int fd, const struct sockaddr_storage *peer)
 {
 	struct session s;
 
@@ -998,7 +999,8 @@ smtp_session_run(const struct config *cfg, const struct listener_cfg *lc, struct
 	s.cfg = cfg;
 	s.lc = lc;
 	s.ds = ds;
-	s.policy = policy;
+	s.policy = sc->policy;
+	s.clam = sc->clam;
 	s.fd = fd;
 	s.last_cmd = "CONNECT";
 	net_ntop(peer, s.client.ip, sizeof(s.client.ip));

@@ -17,9 +17,16 @@
 #include "reinject.h"
 
 struct policy;
+struct clam_engine;
+
+/* what decides a message besides the configuration, handed through unopened */
+struct scanners {
+	struct policy *policy;		/* the listener's policy, or NULL */
+	const struct clam_engine *clam;	/* the ClamAV engine, or NULL */
+};
 
 void smtp_session_run(const struct config *cfg, const struct listener_cfg *lc,
-		      struct downstream *ds, struct policy *policy, int fd,
+		      struct downstream *ds, const struct scanners *sc, int fd,
 		      const struct sockaddr_storage *peer);
 
 #endif

@@ -99,7 +99,7 @@ wait_for_client(int ep, long idle_left_ms)
 
 /* worker_main - see worker.h */
 void
-worker_main(const struct config *cfg, const struct listener_cfg *lc, struct policy *policy,
+worker_main(const struct config *cfg, const struct listener_cfg *lc, const struct scanners *sc,
 	    int listen_fd)
 {
 	struct downstream *ds = downstream_new();
@@ -133,9 +133,9 @@ worker_main(const struct config *cfg, const struct listener_cfg *lc, struct poli
 			continue;
 		}
 		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-		smtp_session_run(cfg, lc, ds, policy, fd, &peer);
+		smtp_session_run(cfg, lc, ds, sc, fd, &peer);
 		sessions++;
-		if (policy_is_spent(policy)) {
+		if (policy_is_spent(sc->policy)) {
 			log_info("listener %s: policy limit reached, worker replaced with a fresh state",
 				 lc->name);
 			break;

@@ -14,9 +14,9 @@
 
 #include "config.h"
 
-struct policy;
+struct scanners;
 
-void worker_main(const struct config *cfg, const struct listener_cfg *lc, struct policy *policy,
-		 int listen_fd) __attribute__((noreturn));
+void worker_main(const struct config *cfg, const struct listener_cfg *lc,
+		 const struct scanners *sc, int listen_fd) __attribute__((noreturn));
 
 #endif

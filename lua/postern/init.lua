@@ -34,6 +34,10 @@ P.log = core.log
 -- A lookup file from the policy directory: { key = value or true }.
 P.read_table = core.read_table
 
+--- P.config() -> table
+-- The configuration the rules need: local_domains, spamd_on_error.
+P.config = core.config
+
 -- verdict makers ------------------------------------------------------------
 
 local function verdict_table(verdict, t)
@@ -338,6 +342,49 @@ local function tests_list(msg)
   return table.concat(names, ",")
 end
 
+-- apply_levels: amavisd-new's tag, tag2 and kill on score, for the recipients
+-- for whom wanted(r) is true (all when wanted is nil); o holds the levels
+local function apply_levels(msg, score, o, wanted)
+  for _, h in ipairs({ "X-Spam-Flag", "X-Spam-Score", "X-Spam-Level", "X-Spam-Status" }) do
+    msg:remove_header(h)
+  end
+  local tests = o.tests or ""
+  for _, r in ipairs(msg.recipients) do
+    local s = r.settings
+    local t1, t2, tk = s.tag or o.tag, s.tag2 or o.tag2, s.kill or o.kill
+    if (r.verdict == nil or r.verdict == "pass") and (wanted == nil or wanted(r)) then
+      if score >= t1 then
+        local spam = score >= t2
+        r:add_header("X-Spam-Flag", spam and "YES" or "NO")
+        r:add_header("X-Spam-Score", string.format("%.3f", score))
+        r:add_header("X-Spam-Level", stars(score))
+        r:add_header("X-Spam-Status", string.format("%s, score=%.3f tag=%g tag2=%g kill=%g tests=[%s]",
+          spam and "Yes" or "No", score, t1, t2, tk, tests))
+        if spam and o.subject_tag ~= "" and not s.spam_lover then
+          r:tag_subject(s.subject_tag or o.subject_tag)
+        end
+      end
+      if score >= tk and not s.spam_lover and r.verdict == nil then
+        if decide(r, o.on_kill) then msg:hit(o.name .. ":kill:" .. r.address) end
+      end
+    end
+  end
+end
+
+-- levels: the tag/tag2/kill options of P.score and P.spamd, checked at load
+local function levels(o, ctor, defaults)
+  local v = {
+    tag = o.tag or defaults.tag, tag2 = o.tag2 or defaults.tag2, kill = o.kill or defaults.kill,
+    subject_tag = o.subject_tag, name = o.name or defaults.name,
+  }
+  for _, k in ipairs({ "tag", "tag2", "kill" }) do
+    if type(v[k]) ~= "number" then error(ctor .. ": '" .. k .. "' must be a number", 3) end
+  end
+  if v.subject_tag == nil then v.subject_tag = "***SPAM*** " end
+  v.on_kill = check_verdict(o.on_kill or "quarantine", ctor .. ": on_kill")
+  return v
+end
+
 --- P.score { tag =, tag2 =, kill =, subject_tag =, on_kill =, name = }
 -- amavisd-new's levels on msg.score, per recipient (rcpt.settings.tag,
 -- .tag2, .kill override them; rcpt.settings.spam_lover = true turns off
@@ -353,40 +400,152 @@ function P.score(o)
   check_table(o, "P.score")
   check_keys(o, "P.score", { tag = true, tag2 = true, kill = true, subject_tag = true,
                              on_kill = true, name = true })
-  local tag, tag2, kill = o.tag or 2.0, o.tag2 or 6.31, o.kill or 6.31
-  for k, v in pairs({ tag = tag, tag2 = tag2, kill = kill }) do
-    if type(v) ~= "number" then error("P.score: '" .. k .. "' must be a number", 2) end
-  end
-  local subject_tag = o.subject_tag
-  if subject_tag == nil then subject_tag = "***SPAM*** " end
-  local on_kill = check_verdict(o.on_kill or "quarantine", "P.score: on_kill")
-  local name = o.name or "score"
+  local lv = levels(o, "P.score", { tag = 2.0, tag2 = 6.31, kill = 6.31, name = "score" })
   return function(msg)
-    local score = msg.score
-    for _, h in ipairs({ "X-Spam-Flag", "X-Spam-Score", "X-Spam-Level", "X-Spam-Status" }) do
-      msg:remove_header(h)
+    lv.tests = tests_list(msg)
+    apply_levels(msg, msg.score, lv)
+  end
+end
+
+-- scanners -----------------------------------------------------------------------
+
+local function local_matcher(list)
+  if list == nil then return nil end
+  return P.addresses(list)
+end
+
+--- P.clamav { on_virus =, quarantine =, on_error =, header =, name = }
+-- Scan with ClamAV (msg:clamav()). A virus: the hit "clamav:NAME" and, with
+-- quarantine = true, the message is quarantined (reason "virus NAME"), else
+-- on_virus (default "discard", amavisd-new's final_virus_destiny). A scan that
+-- could not finish (limits, encrypted archive, engine error): on_error, by
+-- default clamav.on_incomplete of the configuration: "tempfail" (the MTA
+-- retries), "pass" (with X-Virus-Status: Unchecked) or "reject". Every
+-- scanned copy gets "X-Virus-Scanned: postern (ClamAV) at HOST" unless
+-- header = false.
+function P.clamav(o)
+  o = o or {}
+  check_table(o, "P.clamav")
+  check_keys(o, "P.clamav", { on_virus = true, quarantine = true, on_error = true,
+                              header = true, name = true })
+  local on_virus = check_verdict(o.on_virus or "discard", "P.clamav: on_virus")
+  local on_error = check_verdict(o.on_error, "P.clamav: on_error")
+  local name = o.name or "clamav"
+  return function(msg)
+    local r, err = msg:clamav()
+    if not r then
+      msg:log(name .. ": " .. err)
+      return nil
     end
-    local tests = tests_list(msg)
-    for _, r in ipairs(msg.recipients) do
-      local s = r.settings
-      local t1, t2, tk = s.tag or tag, s.tag2 or tag2, s.kill or kill
-      if r.verdict == nil or r.verdict == "pass" then
-        if score >= t1 then
-          local spam = score >= t2
-          r:add_header("X-Spam-Flag", spam and "YES" or "NO")
-          r:add_header("X-Spam-Score", string.format("%.3f", score))
-          r:add_header("X-Spam-Level", stars(score))
-          r:add_header("X-Spam-Status", string.format("%s, score=%.3f tag=%g tag2=%g kill=%g tests=[%s]",
-            spam and "Yes" or "No", score, t1, t2, tk, tests))
-          if spam and subject_tag ~= "" and not s.spam_lover then
-            r:tag_subject(s.subject_tag or subject_tag)
-          end
-        end
-        if score >= tk and not s.spam_lover and r.verdict == nil then
-          if decide(r, on_kill) then msg:hit(name .. ":kill:" .. r.address) end
-        end
+    msg:remove_header("X-Virus-Scanned")
+    msg:remove_header("X-Virus-Status")
+    if o.header ~= false then
+      msg:add_header("X-Virus-Scanned", "postern (ClamAV) at " .. msg.host)
+    end
+    if r.status == "infected" then
+      msg:hit(name .. ":" .. r.virus)
+      msg:log(name .. ": infected: " .. r.virus)
+      if o.quarantine then return P.quarantine("virus " .. r.virus) end
+      if type(on_virus) == "string" and on_virus == "reject" then
+        return P.reject { code = 554, enh = "5.7.0", text = "Virus found: " .. r.virus }
+      end
+      return on_virus
+    elseif r.status == "error" then
+      local what = on_error or r.on_incomplete
+      msg:hit(name .. ":unchecked")
+      msg:log(name .. ": " .. r.error .. " (" .. (type(what) == "table" and what.verdict or what) .. ")")
+      if what == "pass" then
+        msg:add_header("X-Virus-Status", "Unchecked (" .. r.error .. ")")
+        return nil
+      elseif what == "reject" then
+        return P.reject { code = 554, enh = "5.7.0", text = "Message could not be scanned" }
+      elseif what == "tempfail" then
+        return P.tempfail { code = 451, enh = "4.7.0", text = "Virus scan incomplete, try again later" }
+      end
+      return what
+    end
+    return nil
+  end
+end
+
+--- P.banned { filename =, type =, on_match =, name = }
+-- amavisd-new's banned files: a PCRE2 pattern matched against the name of
+-- every file in the message, archive members included (msg:files()), and/or
+-- a list of libclamav types ({ "MSEXE", "ELF" }: detected from the content,
+-- whatever the name says). The first match ends the chain with on_match
+-- (default P.reject "Banned file NAME (TYPE)").
+function P.banned(o)
+  check_table(o, "P.banned")
+  check_keys(o, "P.banned", { filename = true, type = true, on_match = true, name = true,
+                              flags = true })
+  if o.filename == nil and o.type == nil then
+    error("P.banned: give 'filename' (a pattern) and/or 'type' (a list)", 2)
+  end
+  local re = o.filename and P.regex(o.filename, o.flags)
+  local types = {}
+  for _, t in ipairs(list_of(o.type)) do types[t:upper()] = true end
+  local on_match = check_verdict(o.on_match, "P.banned: on_match")
+  local name = o.name or "banned"
+  return function(msg)
+    for _, f in ipairs(msg:files()) do
+      local hit = types[(f.type or ""):upper()]
+      if not hit and re and f.name then
+        local ok, err = re:match(f.name)
+        if ok == nil then msg:log(name .. ": " .. err) end
+        hit = ok
+      end
+      if hit then
+        local what = (f.name or "unnamed") .. " (" .. (f.type or "?") .. ")"
+        msg:hit(name .. ":" .. what)
+        return on_match or P.reject { code = 554, enh = "5.7.0", text = "Banned file " .. what }
       end
     end
+    return nil
+  end
+end
+
+--- P.spamd { tag =, tag2 =, kill =, subject_tag =, on_kill =, on_error =, user =,
+---           local_domains =, name = }
+-- Ask spamd (msg:spamd()) and apply amavisd-new's levels to its score, as
+-- P.score does, for the recipients in local_domains (P.addresses entries;
+-- default: the configuration's local_domains; none configured: everyone).
+-- spamd's score is added to msg.score with the hit "spamd". spamd down, slow
+-- or the message too big: on_error, by default spamd.on_error of the
+-- configuration: "pass" (X-Spam-Status: Unchecked for those recipients, and
+-- a log line) or "tempfail".
+function P.spamd(o)
+  o = o or {}
+  check_table(o, "P.spamd")
+  check_keys(o, "P.spamd", { tag = true, tag2 = true, kill = true, subject_tag = true,
+                             on_kill = true, on_error = true, user = true, local_domains = true,
+                             name = true })
+  local lv = levels(o, "P.spamd", { tag = 2.0, tag2 = 6.31, kill = 6.31, name = "spamd" })
+  local on_error = check_verdict(o.on_error, "P.spamd: on_error")
+  local conf = core.config()
+  local configured = conf.local_domains
+  if configured and #configured == 0 then configured = nil end
+  local mine = local_matcher(o.local_domains or configured)
+  local wanted = mine and function(r) return mine(r.address) end or nil
+  return function(msg)
+    local r, err = msg:spamd { user = o.user }
+    if not r then
+      msg:log(lv.name .. ": " .. err)
+      local what = on_error or conf.spamd_on_error or "pass"
+      if what == "tempfail" then
+        return P.tempfail { code = 451, enh = "4.7.0", text = "Spam check unavailable, try again later" }
+      elseif what ~= "pass" then
+        return what
+      end
+      for _, rc in ipairs(msg.recipients) do
+        if rc.verdict == nil and (wanted == nil or wanted(rc)) then
+          rc:add_header("X-Spam-Status", "Unchecked (" .. err .. ")")
+        end
+      end
+      return nil
+    end
+    msg:add_score(r.score, lv.name)
+    lv.tests = table.concat(r.symbols, ",")
+    apply_levels(msg, msg.score, lv, wanted)
   end
 end
 

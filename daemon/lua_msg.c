@@ -152,10 +152,18 @@ check_mode(lua_State *L, int idx)
 	return (enum value_mode)luaL_checkoption(L, idx, "decoded", names);
 }
 
-/* push_value - one field's value in the mode asked for */
+/*
+ * push_value - field i's value in the mode asked for (the msg is at stack index 1)
+ *
+ * Decoded values are kept in the msg's cache table under the field's index:
+ * twenty rules on the same Received: fields decode them once, not twenty
+ * times (bench/ measured the decoding as a third of a policy's time).
+ */
 static void
-push_value(lua_State *L, const struct header_field *f, enum value_mode mode)
+push_value(lua_State *L, const struct header_block *hb, size_t i, enum value_mode mode)
 {
+	const struct header_field *f = &hb->fields[i];
+
 	switch (mode) {
 	case MODE_RAW:
 		lua_pushlstring(L, f->value, f->value_len);
@@ -164,7 +172,16 @@ push_value(lua_State *L, const struct header_field *f, enum value_mode mode)
 		push_owned(L, header_unfold(f->value, f->value_len));
 		break;
 	default:
+		lua_getiuservalue(L, 1, 1);
+		if (lua_rawgeti(L, -1, (lua_Integer)i + 1) == LUA_TSTRING) {
+			lua_remove(L, -2);
+			break;
+		}
+		lua_pop(L, 1);
 		push_owned(L, header_decode(f->value, f->value_len));
+		lua_pushvalue(L, -1);
+		lua_rawseti(L, -3, (lua_Integer)i + 1);
+		lua_remove(L, -2);
 	}
 }
 
@@ -180,12 +197,13 @@ msg_header(lua_State *L)
 	struct policy_input *in = lua_msg_check(L, 1);
 	const char *name = luaL_checkstring(L, 2);
 	enum value_mode mode = check_mode(L, 3);
-	const struct header_field *f = header_find(ensure_header(L, in), name, 0);
+	const struct header_block *hb = ensure_header(L, in);
+	const struct header_field *f = header_find(hb, name, 0);
 
 	if (f == NULL)
 		lua_pushnil(L);
 	else
-		push_value(L, f, mode);
+		push_value(L, hb, (size_t)(f - hb->fields), mode);
 	return 1;
 }
 
@@ -205,7 +223,7 @@ msg_headers(lua_State *L)
 	lua_newtable(L);
 	for (size_t i = 0; i < hb->nfields; i++)
 		if (header_name_is(&hb->fields[i], name)) {
-			push_value(L, &hb->fields[i], mode);
+			push_value(L, hb, i, mode);
 			lua_rawseti(L, -2, ++n);
 		}
 	return 1;
@@ -622,7 +640,25 @@ hits_table(lua_State *L, const struct message *m)
 	}
 }
 
+/*
+ * --- msg:all_decided() -> boolean
+ * Whether every recipient of the MTA's (not those added by the policy) has
+ * its verdict: P.policy ends the chain then.
+ */
+static int
+msg_all_decided(lua_State *L)
+{
+	struct policy_input *in = lua_msg_check(L, 1);
+	bool all = true;
+
+	for (size_t i = 0; i < in->m->nrcpts && all; i++)
+		all = in->m->rcpts[i].added || in->m->rcpts[i].decided;
+	lua_pushboolean(L, all);
+	return 1;
+}
+
 static const luaL_Reg msg_methods[] = {
+	{ "all_decided", msg_all_decided },
 	{ "header", msg_header },
 	{ "headers", msg_headers },
 	{ "header_names", msg_header_names },
@@ -658,6 +694,11 @@ msg_index(lua_State *L)
 	struct policy_input *in = lua_msg_check(L, 1);
 	const char *key = luaL_checkstring(L, 2);
 
+	/* methods first: rules call them far more often than they read fields */
+	luaL_getmetafield(L, 1, "methods");
+	if (lua_getfield(L, -1, key) != LUA_TNIL)
+		return 1;
+	lua_pop(L, 2);
 	if (strcmp(key, "id") == 0)
 		lua_pushstring(L, in->m->id);
 	else if (strcmp(key, "sender") == 0)
@@ -685,10 +726,8 @@ msg_index(lua_State *L)
 			lua_pushstring(L, why);
 		else
 			lua_pushnil(L);
-	} else {
-		luaL_getmetafield(L, 1, "methods");
-		lua_getfield(L, -1, key);
-	}
+	} else
+		lua_pushnil(L);
 	return 1;
 }
 

@@ -173,12 +173,6 @@ local function callable(r)
   return mt and mt.__call ~= nil
 end
 
-local function all_decided(msg)
-  for _, r in ipairs(msg.recipients) do
-    if not r.added and r.verdict == nil then return false end
-  end
-  return true
-end
 
 --- P.policy { rule, ... } -> chain
 -- The chain a policy file returns. Rules run in order; a rule's verdict ends
@@ -199,7 +193,7 @@ function P.policy(rules)
     for _, rule in ipairs(rules) do
       local v = rule(msg)
       if v ~= nil then return v end
-      if all_decided(msg) then return nil end
+      if msg:all_decided() then return nil end
     end
     return nil
   end

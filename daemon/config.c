@@ -79,8 +79,9 @@ static const struct key clamav_keys[] = {
 };
 
 static const struct key spamd_keys[] = {
-	{ "address", KT_STRING, G(spamd.address), "127.0.0.1:783", 0, 0,
-	  "spamd's address: host:port, or the path of its unix socket", NULL },
+	{ "address", KT_STRING, G(spamd.address), NULL, 0, 0,
+	  "spamd's address: host:port (spamd's default is 127.0.0.1:783), or the path of its "
+	  "unix socket; unset: no spamd", NULL },
 	{ "timeout", KT_SECONDS, G(spamd.timeout_ms), "30", 100, 3600000,
 	  "seconds to wait for spamd (connect, send, answer)", NULL },
 	{ "max_size", KT_SIZE, G(spamd.max_size), "500K", 1024, 1073741824,
@@ -617,8 +618,20 @@ apply_override(lua_State *L, const char *ov, struct buf *err)
 		return -1;
 	}
 	buf_init(&chunk, 0);
-	buf_append(&chunk, ov, (size_t)(eq - ov));
-	buf_appends(&chunk, " = ...");
+	{
+		const char *dot = memchr(ov, '.', (size_t)(eq - ov));
+
+		/* "quarantine.dir=X" sets one key of a section: quarantine = { dir = X } */
+		if (dot != NULL) {
+			buf_append(&chunk, ov, (size_t)(dot - ov));
+			buf_appends(&chunk, " = { ");
+			buf_append(&chunk, dot + 1, (size_t)(eq - dot - 1));
+			buf_appends(&chunk, " = ... }");
+		} else {
+			buf_append(&chunk, ov, (size_t)(eq - ov));
+			buf_appends(&chunk, " = ...");
+		}
+	}
 	rc = luaL_loadbufferx(L, chunk.ptr, chunk.len, "=-o", "t");
 	buf_release(&chunk);
 	if (rc == LUA_OK) {

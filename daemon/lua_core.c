@@ -340,14 +340,19 @@ core_read_table(lua_State *L)
 }
 
 /*
- * --- P.config() -> { local_domains = {...}, spamd_on_error = ... }
- * What the rule constructors need of the configuration: local_domains and
- * spamd.on_error (P.spamd's defaults).
+ * --- P.config() -> { local_domains = {...}, spamd_on_error =, spamd =, clamav = }
+ * What the rule constructors need of the configuration: local_domains,
+ * spamd.on_error (P.spamd's default), and whether spamd and ClamAV are
+ * configured at all (spamd.address, clamav.database).
  */
 static int
 core_config(lua_State *L)
 {
-	lua_createtable(L, 0, 2);
+	lua_createtable(L, 0, 4);
+	lua_getfield(L, LUA_REGISTRYINDEX, "postern.spamd");
+	lua_setfield(L, -2, "spamd");
+	lua_getfield(L, LUA_REGISTRYINDEX, "postern.clamav");
+	lua_setfield(L, -2, "clamav");
 	lua_getfield(L, LUA_REGISTRYINDEX, "postern.local_domains");
 	lua_setfield(L, -2, "local_domains");
 	lua_getfield(L, LUA_REGISTRYINDEX, "postern.spamd_on_error");

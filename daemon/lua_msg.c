@@ -720,8 +720,8 @@ msg_index(lua_State *L)
 	else if (strcmp(key, "broken") == 0) {
 		const char *why = ensure_header(L, in)->broken_reason;
 
-		if (why == NULL && in->m->mime != NULL)
-			why = in->m->mime->broken_reason;
+		if (why == NULL)
+			why = ensure_mime(L, in)->broken_reason;
 		if (why != NULL)
 			lua_pushstring(L, why);
 		else
@@ -801,11 +801,12 @@ verdict_from(lua_State *L, int idx, enum verdict *v, char **reply_r, const char 
 	}
 	if (text == NULL)
 		text = *v == VERDICT_REJECT ? "Message rejected by policy" : "Try again later";
-	if (strlen(text) > REPLY_TEXT_MAX || strpbrk(text, "\r\n") != NULL) {
-		*why_r = "reply text is one line of at most 400 bytes";
-		goto out;
-	}
-	*reply_r = xasprintf("%d %s %s", (int)code, enh, text);
+	/*
+	 * Reply text often carries words of the message (a file name): it is cut
+	 * to REPLY_TEXT_MAX and made printable rather than refused, or a message
+	 * would be deferred for ever for the length of its attachment's name.
+	 */
+	*reply_r = xasprintf("%d %s %.*s", (int)code, enh, REPLY_TEXT_MAX, text);
 	for (char *p = *reply_r; *p; p++)
 		if ((unsigned char)*p < 0x20 || (unsigned char)*p >= 0x7f)
 			*p = '?';		/* RFC 5321 4.2: printable ASCII in replies */
@@ -952,8 +953,10 @@ static const luaL_Reg rcpt_methods[] = {
 };
 
 /*
- * --- rcpt.address, rcpt.local, rcpt.domain, rcpt.verdict, rcpt.settings, rcpt.added
- * address: as in RCPT TO (without <>). local, domain: its two halves, the
+ * --- rcpt.address, rcpt.local, rcpt.localpart, rcpt.domain, rcpt.verdict, rcpt.settings,
+ * --- rcpt.added
+ * address: as in RCPT TO (without <>). local (also localpart, since local is
+ * a Lua keyword and needs rcpt["local"]), domain: its two halves, the
  * domain in lower case ("" when there is no @). verdict: the decision so far
  * ("pass", ...) or nil. settings: a table of this recipient's own for the
  * rules (e.g. settings.spam_lover = true). added: true for msg:add_recipient().
@@ -966,7 +969,7 @@ rcpt_index(lua_State *L)
 
 	if (strcmp(key, "address") == 0)
 		lua_pushstring(L, r->addr);
-	else if (strcmp(key, "local") == 0)
+	else if (strcmp(key, "local") == 0 || strcmp(key, "localpart") == 0)
 		lua_pushlstring(L, r->addr, at ? (size_t)(at - r->addr) : strlen(r->addr));
 	else if (strcmp(key, "domain") == 0) {
 		luaL_Buffer b;

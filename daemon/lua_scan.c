@@ -154,7 +154,8 @@ msg_files(lua_State *L)
  * message: once per user; later calls return the same answer. result is
  * { score =, threshold =, is_spam =, symbols = { "RULE", ... }, report = }
  * (report only when asked for). nil and a message when spamd is down, slow
- * past spamd.timeout, or the message is over spamd.max_size.
+ * past spamd.timeout, the message is over spamd.max_size, or no spamd.address
+ * is configured.
  */
 static int
 msg_spamd(lua_State *L)
@@ -175,6 +176,11 @@ msg_spamd(lua_State *L)
 		lua_pop(L, 1);	/* user's string stays on the stack while used */
 		if (user != NULL && (strlen(user) > 256 || strpbrk(user, "\r\n") != NULL))
 			return luaL_argerror(L, 2, "user: one line of at most 256 bytes");
+	}
+	if (in->cfg->spamd.address == NULL) {
+		lua_pushnil(L);
+		lua_pushliteral(L, "spamd: no spamd.address configured");
+		return 2;
 	}
 	lua_getiuservalue(L, 1, 1);
 	lua_pushfstring(L, "spamd:%s:%s", user ? user : "", report ? "r" : "s");

@@ -63,6 +63,25 @@ lookup_ids(const struct config *cfg, uid_t *uid_r, gid_t *gid_r)
 	}
 }
 
+/* mkdir_parents - the directories above path, as mkdir -p would make them (0755) */
+static int
+mkdir_parents(const char *path)
+{
+	char *copy = xstrdup(path);
+	int rc = 0;
+
+	for (char *p = copy + 1; *p != '\0' && rc == 0; p++) {
+		if (*p != '/')
+			continue;
+		*p = '\0';
+		if (mkdir(copy, 0755) < 0 && errno != EEXIST)
+			rc = -1;
+		*p = '/';
+	}
+	free(copy);
+	return rc;
+}
+
 /* prepare_dir - create a private directory of ours if missing and give it to the user */
 static void
 prepare_dir(const struct config *cfg, const char *key, const char *dir, bool as_root, uid_t uid,
@@ -70,7 +89,7 @@ prepare_dir(const struct config *cfg, const char *key, const char *dir, bool as_
 {
 	struct stat st;
 
-	if (mkdir(dir, 0700) < 0 && errno != EEXIST)
+	if (mkdir_parents(dir) < 0 || (mkdir(dir, 0700) < 0 && errno != EEXIST))
 		log_fatal("%s: key '%s': cannot create %s: %s", cfg->path, key, dir, strerror(errno));
 	if (stat(dir, &st) < 0 || !S_ISDIR(st.st_mode))
 		log_fatal("%s: key '%s': %s is not a directory", cfg->path, key, dir);

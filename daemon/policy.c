@@ -17,10 +17,13 @@
  * policy fails loudly at the first message instead of passing it silently.
  */
 #include <errno.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/time.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <lauxlib.h>
 #include <lua.h>
@@ -109,6 +112,46 @@ policy_hook(lua_State *L, lua_Debug *ar)
 		lua_sethook(L, policy_hook, LUA_MASKCOUNT, 1);
 	}
 	luaL_error(L, "policy %s reached", p->fired);
+}
+
+/*
+ * watchdog - the last resort for one long C call the count hook cannot reach
+ *
+ * A Lua pattern (string.find and friends) can backtrack for hours inside one
+ * C call, where no hook runs. While a message is decided, an interval timer
+ * of twice the policy timeout plus a second ends the worker: the MTA sees the
+ * connection drop and keeps the message queued (never lost), and the master
+ * starts a fresh worker. Not armed at load, in the master, where the
+ * postmaster's own code runs once and a hang shows at once.
+ */
+static void
+watchdog_fired(int sig)
+{
+	static const char msg[] = "posternd: policy watchdog: a policy ran far past policy_timeout "
+				  "inside one C call (a pathological Lua pattern?); worker exits, "
+				  "the MTA keeps the message\n";
+
+	(void)sig;
+	if (write(STDERR_FILENO, msg, sizeof(msg) - 1) < 0) {
+		/* nothing more to say */
+	}
+	_exit(3);
+}
+
+/* watchdog - arm (ms > 0) or disarm (0) the watchdog */
+static void
+watchdog(long ms)
+{
+	struct itimerval it = { { 0, 0 }, { ms / 1000, (ms % 1000) * 1000 } };
+	struct sigaction sa;
+
+	if (ms > 0) {
+		memset(&sa, 0, sizeof(sa));
+		sa.sa_handler = watchdog_fired;
+		sigemptyset(&sa.sa_mask);
+		sigaction(SIGALRM, &sa, NULL);
+	}
+	setitimer(ITIMER_REAL, &it, NULL);
 }
 
 /* arm - start the limits for one run (load or message) */
@@ -362,6 +405,10 @@ setup_state(lua_State *L)
 	lua_setfield(L, LUA_REGISTRYINDEX, "postern.policy_dir");
 	lua_pushstring(L, policy_of(L)->cfg->spamd.on_error);
 	lua_setfield(L, LUA_REGISTRYINDEX, "postern.spamd_on_error");
+	lua_pushboolean(L, policy_of(L)->cfg->spamd.address != NULL);
+	lua_setfield(L, LUA_REGISTRYINDEX, "postern.spamd");
+	lua_pushboolean(L, policy_of(L)->cfg->clamav.database != NULL);
+	lua_setfield(L, LUA_REGISTRYINDEX, "postern.clamav");
 	lua_createtable(L, (int)policy_of(L)->cfg->local_domains.n, 0);
 	for (size_t i = 0; i < policy_of(L)->cfg->local_domains.n; i++) {
 		lua_pushstring(L, policy_of(L)->cfg->local_domains.v[i]);
@@ -503,7 +550,9 @@ policy_run(struct policy *p, struct policy_input *in, char **error_r)
 	lua_rawgeti(L, LUA_REGISTRYINDEX, p->chain_ref);
 	lua_msg_push(L, in);
 	arm(p);
+	watchdog(2 * p->cfg->policy_timeout_ms + 1000);
 	rc = call_protected(p, 1, 1, error_r);
+	watchdog(0);
 	disarm(p);
 	if (rc == 0) {
 		rc = lua_msg_apply_result(L, -1, in, error_r);

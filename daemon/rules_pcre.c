@@ -20,6 +20,7 @@ struct regex {
 	pcre2_match_context *mctx;	/* carries the match limit, owned */
 	char   *pattern;		/* as written, for messages, owned */
 	size_t *groups;			/* start/end offsets handed to callers, owned */
+	int	ngroups;		/* capture groups + 1 (the whole match) */
 };
 
 /* parse_flags - "i", "m", "s", "x" into PCRE2 options; -1 on an unknown letter */
@@ -75,6 +76,12 @@ regex_compile(const char *pattern, size_t len, const char *flags, char **error_r
 	pcre2_set_match_limit(re->mctx, REGEX_MATCH_LIMIT);
 	re->pattern = xstrndup(pattern, len);
 	re->groups = xreallocarray(NULL, 2 * pcre2_get_ovector_count(re->md), sizeof(size_t));
+	{
+		uint32_t captures = 0;
+
+		(void)pcre2_pattern_info(re->code, PCRE2_INFO_CAPTURECOUNT, &captures);
+		re->ngroups = (int)captures + 1;	/* the ovector holds them all: made from the pattern */
+	}
 	return re;
 }
 
@@ -120,7 +127,12 @@ regex_match(struct regex *re, const char *subject, size_t len, size_t *start_r, 
 	if (end_r != NULL)
 		*end_r = ov[1];
 	if (groups_r != NULL) {
-		int n = rc == 0 ? (int)pcre2_get_ovector_count(re->md) : rc;
+		/*
+		 * rc counts the groups up to the last one that took part; the
+		 * ones after it are PCRE2_UNSET, and callers want them too
+		 * (re:match gives false for each).
+		 */
+		int n = re->ngroups;
 
 		for (int i = 0; i < 2 * n; i++)
 			re->groups[i] = ov[i] == PCRE2_UNSET ? (size_t)-1 : ov[i];

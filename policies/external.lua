@@ -1,8 +1,11 @@
 -- external.lua - the policy for mail from the Internet (listener "external", port 10024)
 --
--- Header rules add to the message's score; P.score then applies amavisd-new's
--- default levels: X-Spam-* headers from 2.0, spam (X-Spam-Flag: YES and a
--- subject tag) from 6.31, and quarantine from 6.31 (amavisd-new's kill level).
+-- In the order amavisd-new checks: banned files, viruses, then spam. Header
+-- rules add to the message's score; P.spamd adds spamd's score (when
+-- spamd.address is configured) and applies amavisd-new's default levels:
+-- X-Spam-* headers from 2.0, spam (X-Spam-Flag: YES and a subject tag) from
+-- 6.31, quarantine from 6.31 (amavisd-new's kill level). P.clamav scans when
+-- clamav.database is configured and does nothing otherwise.
 -- Adjust the rules and levels to your site: see postern-lua(7) and the
 -- cookbook in the README. Check a change with `postern test` before SIGHUP.
 local P = require "postern"
@@ -10,6 +13,12 @@ local P = require "postern"
 return P.policy {
   -- our own networks and relays are not scanned (amavisd-new's @mynetworks)
   P.bypass { client = { "127.0.0.0/8", "::1" }, name = "bypass:local" },
+
+  -- executables and scripts, by name (also inside archives) or by content
+  P.banned { filename = [[(?i)\.(exe|scr|pif|com|bat|cmd|vbs|js|jse|wsf|hta|cpl|msi|lnk)$]],
+             type = { "MSEXE", "ELF", "MACHO" } },
+
+  P.clamav { quarantine = true },
 
   -- a missing or implausible header costs a little
   function(msg)
@@ -29,6 +38,6 @@ return P.policy {
   P.header { field = "Content-Type", pattern = [[charset="?(?:gb2312|koi8-r)]], flags = "i",
              score = 0.5, name = "unusual_charset" },
 
-  P.score { tag = 2.0, tag2 = 6.31, kill = 6.31, subject_tag = "***SPAM*** ",
+  P.spamd { tag = 2.0, tag2 = 6.31, kill = 6.31, subject_tag = "***SPAM*** ",
             on_kill = "quarantine" },
 }

@@ -16,6 +16,8 @@ local core = require "postern.core"
 
 local P = {}
 
+--- P.version
+-- The version of this library's interface ("1"): what a policy may rely on.
 P.version = "1"
 
 --- P.regex(pattern [, flags]) -> regex
@@ -75,15 +77,19 @@ local verdict_names = { pass = true, discard = true, quarantine = true, reject =
                         tempfail = true }
 
 -- check_verdict: a verdict given to a constructor (on_match = ...), checked at load
-local function check_verdict(v, what)
+local function check_verdict(v, what, level)
   if v == nil then return nil end
   if type(v) == "string" and verdict_names[v] then return v end
   if type(v) == "table" and verdict_names[v.verdict] then return v end
   error(what .. ": expected \"pass\", \"discard\", \"quarantine\", \"reject\", \"tempfail\" "
-        .. "or P.reject{...}, got " .. tostring(v), 3)
+        .. "or P.reject{...}, got " .. tostring(v), level or 3)
 end
 
 -- recipient decisions by verdict name
+--- P.decide(rcpt, verdict) -> decided
+-- Decide one recipient with a verdict value as rules return them ("reject",
+-- P.reject{...}, ...): rcpt:reject(), rcpt:quarantine() and so on. Returns
+-- false when an earlier rule had decided that recipient already.
 local function decide(rcpt, v)
   local name = type(v) == "table" and v.verdict or v
   if name == "reject" or name == "tempfail" then
@@ -179,14 +185,16 @@ end
 -- the chain; so does every recipient having been decided.
 function P.policy(rules)
   check_table(rules, "P.policy")
+  local n = 0
   for i, r in ipairs(rules) do
     if not callable(r) then
       error("P.policy: rule " .. i .. " is a " .. type(r) .. ", not a rule", 2)
     end
+    n = i
   end
   for k in pairs(rules) do
-    if type(k) ~= "number" then
-      error("P.policy: unexpected key '" .. tostring(k) .. "' (rules are a list)", 2)
+    if math.type(k) ~= "integer" or k < 1 or k > n then
+      error("P.policy: unexpected key '" .. tostring(k) .. "' (rules are a list without holes)", 2)
     end
   end
   return function(msg)
@@ -237,12 +245,12 @@ function P.header(o)
         if hit then break end
       end
     else
-      for i, f in ipairs(msg:header_names()) do
-        local nth = 0
-        for j = 1, i - 1 do
-          if msg:header_names()[j]:lower() == f:lower() then nth = nth + 1 end
-        end
-        local v = msg:headers(f, mode)[nth + 1]
+      local seen, values = {}, {}
+      for _, f in ipairs(msg:header_names()) do
+        local key = f:lower()
+        seen[key] = (seen[key] or 0) + 1
+        values[key] = values[key] or msg:headers(f, mode)
+        local v = values[key][seen[key]]
         if v and test(msg, f .. ": " .. v) then hit = true break end
       end
     end
@@ -265,9 +273,11 @@ function P.bypass(o)
   local sender = o.sender and P.addresses(o.sender)
   local rcpt = o.recipient and P.addresses(o.recipient)
   local logins
-  if type(o.login) == "table" then
+  if type(o.login) == "table" or type(o.login) == "string" then
     logins = {}
-    for _, l in ipairs(o.login) do logins[l] = true end
+    for _, l in ipairs(list_of(o.login)) do logins[l] = true end
+  elseif o.login ~= nil and o.login ~= true then
+    error("P.bypass: 'login' is true or a list of logins", 2)
   end
   local name = o.name or "bypass"
   return function(msg)
@@ -302,11 +312,20 @@ function P.settings(map)
     end
     entries[#entries + 1] = { key = k:lower(), match = P.addresses(k), values = v }
   end
-  -- most specific first: full addresses, then longer domains
+  -- most specific first (amavisd-new's lookup order): full address, local
+  -- part ("user@"), domain ("example.com", "@example.com"), then parent
+  -- domains (".example.com"), nearest first; the key breaks ties
+  local function rank(key)
+    if key:sub(1, 1) == "." then return 0 end
+    if key:sub(-1) == "@" then return 2 end
+    if key:sub(1, 1) == "@" or not key:find("@", 1, true) then return 1 end
+    return 3
+  end
   table.sort(entries, function(a, b)
-    local aa, ba = a.key:find("@", 1, true) and a.key:sub(-1) ~= "@", b.key:find("@", 1, true) and b.key:sub(-1) ~= "@"
-    if aa ~= ba then return aa and true or false end
-    return #a.key > #b.key
+    local ra, rb = rank(a.key), rank(b.key)
+    if ra ~= rb then return ra > rb end
+    if #a.key ~= #b.key then return #a.key > #b.key end
+    return a.key < b.key
   end)
   return function(msg)
     for _, r in ipairs(msg.recipients) do
@@ -354,9 +373,9 @@ local function apply_levels(msg, score, o, wanted)
         r:add_header("X-Spam-Level", stars(score))
         r:add_header("X-Spam-Status", string.format("%s, score=%.3f tag=%g tag2=%g kill=%g tests=[%s]",
           spam and "Yes" or "No", score, t1, t2, tk, tests))
-        if spam and o.subject_tag ~= "" and not s.spam_lover then
-          r:tag_subject(s.subject_tag or o.subject_tag)
-        end
+        local subject_tag = s.subject_tag
+        if subject_tag == nil then subject_tag = o.subject_tag end
+        if spam and subject_tag ~= "" and not s.spam_lover then r:tag_subject(subject_tag) end
       end
       if score >= tk and not s.spam_lover and r.verdict == nil then
         if decide(r, o.on_kill) then msg:hit(o.name .. ":kill:" .. r.address) end
@@ -375,7 +394,7 @@ local function levels(o, ctor, defaults)
     if type(v[k]) ~= "number" then error(ctor .. ": '" .. k .. "' must be a number", 3) end
   end
   if v.subject_tag == nil then v.subject_tag = "***SPAM*** " end
-  v.on_kill = check_verdict(o.on_kill or "quarantine", ctor .. ": on_kill")
+  v.on_kill = check_verdict(o.on_kill or "quarantine", ctor .. ": on_kill", 4)
   return v
 end
 
@@ -425,6 +444,10 @@ function P.clamav(o)
   local on_virus = check_verdict(o.on_virus or "discard", "P.clamav: on_virus")
   local on_error = check_verdict(o.on_error, "P.clamav: on_error")
   local name = o.name or "clamav"
+  if not core.config().clamav then
+    P.log("warn", name .. ": no clamav.database configured: this rule does not scan")
+    return function() return nil end
+  end
   return function(msg)
     local r, err = msg:clamav()
     if not r then
@@ -489,7 +512,9 @@ function P.banned(o)
         hit = ok
       end
       if hit then
-        local what = (f.name or "unnamed") .. " (" .. (f.type or "?") .. ")"
+        local shown = f.name or "unnamed"
+        if #shown > 100 then shown = shown:sub(1, 97) .. "..." end
+        local what = shown .. " (" .. (f.type or "?") .. ")"
         msg:hit(name .. ":" .. what)
         return on_match or P.reject { code = 554, enh = "5.7.0", text = "Banned file " .. what }
       end
@@ -506,7 +531,8 @@ end
 -- spamd's score is added to msg.score with the hit "spamd". spamd down, slow
 -- or the message too big: on_error, by default spamd.on_error of the
 -- configuration: "pass" (X-Spam-Status: Unchecked for those recipients, and
--- a log line) or "tempfail".
+-- a log line) or "tempfail". Without spamd.address in the configuration the
+-- rule applies the levels to msg.score alone, as P.score does.
 function P.spamd(o)
   o = o or {}
   check_table(o, "P.spamd")
@@ -520,6 +546,12 @@ function P.spamd(o)
   if configured and #configured == 0 then configured = nil end
   local mine = local_matcher(o.local_domains or configured)
   local wanted = mine and function(r) return mine(r.address) end or nil
+  if not conf.spamd then
+    return function(msg)
+      lv.tests = tests_list(msg)
+      apply_levels(msg, msg.score, lv, wanted)
+    end
+  end
   return function(msg)
     local r, err = msg:spamd { user = o.user }
     if not r then
@@ -538,7 +570,13 @@ function P.spamd(o)
       return nil
     end
     msg:add_score(r.score, lv.name)
-    lv.tests = table.concat(r.symbols, ",")
+    local tests = { table.concat(r.symbols, ",") }
+    for _, h in ipairs(msg.hits) do
+      if h.rule ~= lv.name and h.score ~= 0 then
+        tests[#tests + 1] = string.format("%s=%.3g", h.rule, h.score)
+      end
+    end
+    lv.tests = table.concat(tests, ",")
     apply_levels(msg, msg.score, lv, wanted)
   end
 end
@@ -554,10 +592,14 @@ function P.redirect(o)
   local name = o.name or ("redirect:" .. o.to)
   return function(msg)
     if o.when and not o.when(msg) then return nil end
+    local any = false
     for _, r in ipairs(msg.recipients) do
-      if not r.added and (not rcpt or rcpt(r.address)) then r:redirect(o.to) end
+      if not r.added and (not rcpt or rcpt(r.address)) then
+        r:redirect(o.to)
+        any = true
+      end
     end
-    msg:hit(name)
+    if any then msg:hit(name) end
   end
 end
 

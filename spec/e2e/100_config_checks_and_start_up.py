@@ -12,9 +12,13 @@ import subprocess
 
 from harness import POSTERND, SRCDIR, Client, Posternd, Sink, check_config, t
 
-rc, out, _ = check_config(open(os.path.join(SRCDIR, "etc", "postern.conf")).read())
+# the bundled file, with the policies and the Lua library of the source tree
+# (installed, they live in $(sysconfdir)/postern/policies and $(pkgdatadir)/lua)
+rc, out, _ = check_config(open(os.path.join(SRCDIR, "etc", "postern.conf")).read() +
+                          'policy_dir = "%s/policies"\nlua_dir = "%s/lua"\n' % (SRCDIR, SRCDIR))
 t.eq(rc, 0, "the bundled etc/postern.conf is valid")
 t.match(r"configuration is valid \(3 listener", out, "... with its three listeners")
+t.match(r"listener external: policy .*external\.lua loads", out, "... and their shipped policies load")
 
 L = 'listener "x" { listen = "127.0.0.1:%d", forward = "127.0.0.1:25" }\n'
 cases = [

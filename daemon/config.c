@@ -42,6 +42,7 @@ enum key_type {
 	KT_SECTION,		/* a table of sub-keys: quarantine = { dir = ... } */
 	KT_STRLIST,		/* list of strings: { "example.com", ".example.net" } */
 	KT_ONERROR,		/* "tempfail", "pass" or "reject" */
+	KT_LOGFORMAT,		/* "text" or "json" */
 };
 
 struct key {
@@ -91,6 +92,13 @@ static const struct key spamd_keys[] = {
 	{ NULL, 0, 0, NULL, 0, 0, NULL, NULL },
 };
 
+static const struct key metrics_keys[] = {
+	{ "listen", KT_STRING, G(metrics_listen), NULL, 0, 0,
+	  "address:port of the Prometheus exposition (GET /metrics), loopback only; unset: off",
+	  NULL },
+	{ NULL, 0, 0, NULL, 0, 0, NULL, NULL },
+};
+
 static const struct key quarantine_keys[] = {
 	{ "dir", KT_STRING, G(quarantine_dir), QUARANTINE_DIR, 0, 0,
 	  "directory of quarantined messages (postern release and postern quarantine read it)", NULL },
@@ -134,6 +142,13 @@ static const struct key global_keys[] = {
 	  "clamav = { database = ..., limits }", clamav_keys },
 	{ "spamd", KT_SECTION, 0, NULL, 0, 0,
 	  "spamd = { address = ..., timeout = ... }", spamd_keys },
+	{ "metrics", KT_SECTION, 0, NULL, 0, 0,
+	  "metrics = { listen = \"127.0.0.1:9724\" }", metrics_keys },
+	{ "control_socket", KT_STRING, G(control_socket), CONTROL_SOCKET, 0, 0,
+	  "unix socket of postern status and postern reload (mode 0660, the daemon's user and group)",
+	  NULL },
+	{ "log_format", KT_LOGFORMAT, G(log_format), "text", 0, 0,
+	  "text, or json: one JSON object per line, the message summary's fields as keys", NULL },
 	{ "local_domains", KT_STRLIST, G(local_domains), NULL, 0, 0,
 	  "domains (\"example.com\", \".example.com\" with subdomains) whose recipients get spam headers", NULL },
 	{ NULL, 0, 0, NULL, 0, 0, NULL, NULL },
@@ -357,6 +372,11 @@ set_value(lua_State *L, int idx, const struct key *k, void *base)
 		return set_netlist(L, idx, base);
 	case KT_STRLIST:
 		return set_strlist(L, idx, slot);
+	case KT_LOGFORMAT:
+		if (strcmp(s, "text") != 0 && strcmp(s, "json") != 0)
+			return "expected \"text\" or \"json\"";
+		store_string(slot, s);
+		return NULL;
 	case KT_ONERROR:
 		if (strcmp(s, "tempfail") != 0 && strcmp(s, "pass") != 0 && strcmp(s, "reject") != 0)
 			return "expected \"tempfail\", \"pass\" or \"reject\"";
@@ -648,6 +668,29 @@ apply_override(lua_State *L, const char *ov, struct buf *err)
 	return 0;
 }
 
+/* verify_metrics - metrics.listen must be a loopback address:port */
+static int
+verify_metrics(struct config *cfg, struct buf *err)
+{
+	struct endpoint ep;
+	const char *why;
+
+	if (cfg->metrics_listen == NULL)
+		return 0;
+	if (net_parse_endpoint(cfg->metrics_listen, &ep, &why) < 0) {
+		buf_appendf(err, "%s: key 'metrics.listen': '%s': %s", cfg->path, cfg->metrics_listen,
+			    why);
+		return -1;
+	}
+	if (!net_is_loopback(&ep.ss)) {
+		buf_appendf(err, "%s: key 'metrics.listen': %s is not a loopback address: the "
+			    "counters tell about your mail; put a proxy in front to publish them",
+			    cfg->path, cfg->metrics_listen);
+		return -1;
+	}
+	return 0;
+}
+
 /* verify_listeners - rules that span keys and listeners */
 static int
 verify_listeners(struct config *cfg, struct buf *err)
@@ -758,6 +801,8 @@ config_load(const char *path, char *const *overrides, size_t noverrides, char **
 	lua_close(L);
 	if (rc == 0)
 		rc = verify_listeners(ld.cfg, &err);
+	if (rc == 0)
+		rc = verify_metrics(ld.cfg, &err);
 	if (rc < 0) {
 		*error_r = xstrdup(buf_cstr(&err));
 		buf_release(&err);
@@ -831,6 +876,9 @@ config_free(struct config *cfg)
 	free(cfg->clamav.database);
 	free(cfg->clamav.on_incomplete);
 	free(cfg->spamd.address);
+	free(cfg->metrics_listen);
+	free(cfg->control_socket);
+	free(cfg->log_format);
 	free(cfg->spamd.on_error);
 	strlist_free(&cfg->local_domains);
 	free(cfg);

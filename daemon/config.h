@@ -88,6 +88,9 @@ struct config {
 	struct clamav_cfg clamav;	/* clamav = { ... } */
 	struct spamd_cfg spamd;		/* spamd = { ... } */
 	struct strlist local_domains;	/* recipients that get spam headers */
+	char   *metrics_listen;		/* metrics = { listen = ... }, or NULL: off */
+	char   *control_socket;		/* unix socket of postern status/reload */
+	char   *log_format;		/* "text" or "json" */
 	struct listener_cfg *listeners;	/* owned array */
 	size_t	nlisteners;		/* its length */
 };

@@ -18,6 +18,7 @@
 #include "quarantine.h"
 #include "reinject.h"
 #include "spool.h"
+#include "stats.h"
 #include "util/esc.h"
 #include "util/net.h"
 #include "util/xalloc.h"
@@ -36,9 +37,13 @@ run_policy(const struct decide_ctx *ctx, struct message *m)
 {
 	struct policy_input in = { m, ctx->client, ctx->lc->name, ctx->cfg, ctx->clam };
 	char *error = NULL, *e;
+	long long start = stats_now_us();
+	int rc = policy_run(ctx->policy, &in, &error);
 
-	if (policy_run(ctx->policy, &in, &error) == 0)
+	stats_observe(ctx->lc->name, STAGE_POLICY, stats_now_us() - start);
+	if (rc == 0)
 		return true;
+	stats_error(ctx->lc->name, ERR_POLICY);
 	e = esc_logs(error);
 	log_warnx("%s: policy %s failed, message deferred: %s", m->id, policy_path(ctx->policy), e);
 	free(e);
@@ -172,6 +177,7 @@ void
 decide_message(const struct decide_ctx *ctx, struct message *m)
 {
 	struct recipient *temp;
+	long long start;
 
 	if (ctx->policy != NULL && !run_policy(ctx, m))
 		return;
@@ -193,5 +199,7 @@ decide_message(const struct decide_ctx *ctx, struct message *m)
 		return;
 	if (!ctx->lc->is_lmtp && !notify_refused(ctx, m))
 		return;
+	start = stats_now_us();
 	reinject_message(ctx->ds, ctx->cfg, ctx->lc, ctx->client, m);
+	stats_observe(ctx->lc->name, STAGE_REINJECT, stats_now_us() - start);
 }

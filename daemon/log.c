@@ -17,10 +17,13 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "util/buf.h"
+#include "util/esc.h"
 
 static const char *log_ident = "posternd";
 static bool log_to_stderr = true;
 static enum log_level log_min = LOG_LEVEL_INFO;
+static bool log_json;			/* log_format = "json" */
 
 static const struct {
 	const char *name;
@@ -68,25 +71,29 @@ log_debug_enabled(void)
 	return log_min <= LOG_LEVEL_DEBUG;
 }
 
-/* vlog - format one line and send it */
-static void
-vlog(enum log_level level, int prio, const char *tag, bool with_errno, const char *fmt,
-     va_list ap)
+/* log_set_json - one JSON object per line from now on (log_format = "json") */
+void
+log_set_json(bool json)
 {
-	char text[4096], line[4400], stamp[40];
-	int saved = errno;
+	log_json = json;
+}
+
+/* log_is_json - are lines JSON objects */
+bool
+log_is_json(void)
+{
+	return log_json;
+}
+
+/* emit - one finished line: to syslog, or stamped to stderr */
+static void
+emit(int prio, const char *tag, const char *text)
+{
+	char line[8800], stamp[40];
 	size_t n;
 
-	if (level < log_min)
-		return;
-	vsnprintf(text, sizeof(text), fmt, ap);
-	if (with_errno) {
-		n = strlen(text);
-		snprintf(text + n, sizeof(text) - n, ": %s", strerror(saved));
-	}
 	if (!log_to_stderr) {
-		syslog(prio, "%s: %s", tag, text);
-		errno = saved;
+		syslog(prio, log_json ? "%s" : "%s: %s", log_json ? text : tag, text);
 		return;
 	}
 	{
@@ -98,8 +105,12 @@ vlog(enum log_level level, int prio, const char *tag, bool with_errno, const cha
 		n = strftime(stamp, sizeof(stamp), "%Y-%m-%dT%H:%M:%S", &tm);
 		snprintf(stamp + n, sizeof(stamp) - n, ".%03ldZ", ts.tv_nsec / 1000000);
 	}
-	n = (size_t)snprintf(line, sizeof(line), "%s %s[%ld]: %s: %s\n", stamp, log_ident,
-			     (long)getpid(), tag, text);
+	if (log_json)
+		n = (size_t)snprintf(line, sizeof(line), "{\"time\":\"%s\",\"prog\":\"%s\",\"pid\":%ld,%s}\n",
+				     stamp, log_ident, (long)getpid(), text);
+	else
+		n = (size_t)snprintf(line, sizeof(line), "%s %s[%ld]: %s: %s\n", stamp, log_ident,
+				     (long)getpid(), tag, text);
 	if (n >= sizeof(line)) {
 		n = sizeof(line) - 1;
 		line[n - 1] = '\n';
@@ -107,6 +118,54 @@ vlog(enum log_level level, int prio, const char *tag, bool with_errno, const cha
 	if (write(STDERR_FILENO, line, n) < 0) {
 		/* nowhere left to complain to */
 	}
+}
+
+/*
+ * log_event - a structured line: json_fields are "\"key\":value" pairs
+ *
+ * In JSON mode they become the object's fields (with time, prog, pid and
+ * level); the caller checks log_is_json() and logs text otherwise.
+ */
+void
+log_event(const char *json_fields)
+{
+	struct buf b;
+
+	if (LOG_LEVEL_INFO < log_min)
+		return;
+	buf_init(&b, 0);
+	buf_appendf(&b, "\"level\":\"info\",%s", json_fields);
+	emit(LOG_INFO, "info", buf_cstr(&b));
+	buf_release(&b);
+}
+
+/* vlog - format one line and send it */
+static void
+vlog(enum log_level level, int prio, const char *tag, bool with_errno, const char *fmt,
+     va_list ap)
+{
+	char text[4096];
+	int saved = errno;
+	size_t n;
+
+	if (level < log_min)
+		return;
+	vsnprintf(text, sizeof(text), fmt, ap);
+	if (with_errno) {
+		n = strlen(text);
+		snprintf(text + n, sizeof(text) - n, ": %s", strerror(saved));
+	}
+	if (log_json) {
+		struct buf b;
+
+		buf_init(&b, 0);
+		buf_appendf(&b, "\"level\":\"%s\",\"message\":\"", tag);
+		esc_json(&b, text);
+		buf_appends(&b, "\"");
+		emit(prio, tag, buf_cstr(&b));
+		buf_release(&b);
+	} else
+		emit(prio, tag, text);
 	errno = saved;
 }
 

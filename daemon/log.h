@@ -29,5 +29,8 @@ void log_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void log_fatal(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
 void log_panic(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
 bool log_debug_enabled(void);
+void log_set_json(bool json);
+bool log_is_json(void);
+void log_event(const char *json_fields);
 
 #endif

@@ -19,6 +19,7 @@
 #include "mime.h"
 #include "spamd.h"
 #include "spool.h"
+#include "stats.h"
 #include "util/xalloc.h"
 
 /* ensure_scan - the message's ClamAV result, scanning on first use; NULL without an engine */
@@ -32,6 +33,9 @@ ensure_scan(struct policy_input *in)
 	if (m->clam == NULL) {
 		m->clam = xcalloc(1, sizeof(*m->clam));
 		clam_scan(in->clam, spool_fd(m->spool), spool_size(m->spool), m->clam);
+		stats_observe(in->listener, STAGE_CLAMAV, m->clam->elapsed_ms * 1000LL);
+		if (m->clam->status == CLAM_ERROR)
+			stats_error(in->listener, ERR_CLAMAV);
 	}
 	return m->clam;
 }
@@ -166,6 +170,7 @@ msg_spamd(lua_State *L)
 	bool report = false;
 	char *error = NULL;
 	lua_Integer n = 0;
+	int rc;
 
 	if (!lua_isnoneornil(L, 2)) {
 		luaL_checktype(L, 2, LUA_TTABLE);
@@ -187,8 +192,11 @@ msg_spamd(lua_State *L)
 	if (lua_rawget(L, -2) == LUA_TTABLE)
 		return 1;
 	lua_pop(L, 1);
-	if (spamd_check(&in->cfg->spamd, spool_fd(in->m->spool), spool_size(in->m->spool), user,
-			report, &r, &error) < 0) {
+	rc = spamd_check(&in->cfg->spamd, spool_fd(in->m->spool), spool_size(in->m->spool), user,
+			 report, &r, &error);
+	stats_observe(in->listener, STAGE_SPAMD, r.elapsed_ms * 1000LL);
+	if (rc < 0) {
+		stats_error(in->listener, ERR_SPAMD);
 		lua_pushnil(L);
 		lua_pushstring(L, error);
 		free(error);

@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "clam.h"
@@ -25,7 +26,10 @@
 #include "log.h"
 #include "master.h"
 #include "policy.h"
+#include "control.h"
+#include "metrics.h"
 #include "spool.h"
+#include "stats.h"
 #include "util/xalloc.h"
 
 #define MAX_OVERRIDES	64
@@ -109,6 +113,40 @@ any_policy(const struct config *cfg)
 	return false;
 }
 
+/*
+ * open_services - the control socket and the metrics listener, as root if we are
+ *
+ * The control socket is given to user/group; its directory is made if
+ * missing. A control socket that cannot be made is a warning (the daemon
+ * works without it); a metrics listener that cannot bind is fatal, as any
+ * listener is.
+ */
+static void
+open_services(const struct config *cfg, bool as_root, uid_t uid, gid_t gid,
+	      struct master_fds *fds)
+{
+	char *error = NULL, *dir = xstrdup(cfg->control_socket), *slash = strrchr(dir, '/');
+
+	fds->control = fds->metrics = -1;
+	if (slash != NULL && slash != dir) {
+		*slash = '\0';
+		if (mkdir_parents(cfg->control_socket) == 0 && as_root)
+			if (chown(dir, uid, gid) < 0) {
+				/* the socket itself is chowned; the directory is a nicety */
+			}
+	}
+	free(dir);
+	if ((fds->control = control_listen(cfg->control_socket, as_root, uid, gid, &error)) < 0) {
+		log_warnx("%s: %s: postern status and postern reload will not reach this posternd",
+			  cfg->path, error);
+		free(error);
+		error = NULL;
+	}
+	if (cfg->metrics_listen != NULL &&
+	    (fds->metrics = metrics_listen(cfg->metrics_listen, &error)) < 0)
+		log_fatal("%s: %s", cfg->path, error);
+}
+
 /* drop_privileges - become user/group for good */
 static void
 drop_privileges(const struct config *cfg, uid_t uid, gid_t gid)
@@ -165,6 +203,7 @@ main(int argc, char **argv)
 	struct bound *sockets = NULL;
 	struct policy **policies;
 	struct clam_engine *clam;
+	struct master_fds fds;
 	struct config *cfg;
 	uid_t uid = 0;
 	gid_t gid = 0;
@@ -230,6 +269,7 @@ main(int argc, char **argv)
 	if (!foreground)
 		log_init("posternd", false, cfg->syslog_facility);
 	log_set_level(debug ? "debug" : cfg->log_level);
+	log_set_json(strcmp(cfg->log_format, "json") == 0);
 	if (as_root)
 		lookup_ids(cfg, &uid, &gid);
 	else if (cfg->user != NULL)
@@ -239,6 +279,7 @@ main(int argc, char **argv)
 		prepare_dir(cfg, "quarantine.dir", cfg->quarantine_dir, as_root, uid, gid);
 	if (master_bind(cfg, &sockets, &nsockets, &error) < 0)
 		log_fatal("%s", error);
+	open_services(cfg, as_root, uid, gid, &fds);
 	if (as_root)
 		drop_privileges(cfg, uid, gid);
 	check_spool_writable(cfg);
@@ -253,6 +294,14 @@ main(int argc, char **argv)
 		daemonize();
 	log_info("posternd %s starting with %s", PACKAGE_VERSION, path);
 	master_check_forwards(cfg);
-	rc = master_run(cfg, policies, clam, sockets, nsockets, overrides, noverrides);
+	if (stats_init() < 0)
+		log_fatal("cannot map the shared counters: %s", strerror(errno));
+	for (size_t i = 0; i < cfg->nlisteners; i++)
+		stats_listener(cfg->listeners[i].name);
+	if (clam != NULL) {
+		stats_get()->signatures = clam_engine_signatures(clam);
+		stats_get()->signatures_loaded = time(NULL);
+	}
+	rc = master_run(cfg, policies, clam, sockets, nsockets, &fds, overrides, noverrides);
 	return rc;
 }

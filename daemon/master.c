@@ -23,7 +23,10 @@
 #include "master.h"
 #include "clam.h"
 #include "policy.h"
+#include "control.h"
+#include "metrics.h"
 #include "smtp_server.h"
+#include "stats.h"
 #include "spool.h"
 #include "util/net.h"
 #include "util/xalloc.h"
@@ -54,6 +57,7 @@ struct master {
 	struct policy **policies;	/* one per listener of cfg (NULL: none), owned */
 	struct clam_engine *clam;	/* the ClamAV engine of this generation, or NULL, owned */
 	struct timespec clam_checked;	/* last look at the database directory (monotonic) */
+	struct master_fds fds;		/* control socket and metrics, -1 when off; owned */
 	int	generation;		/* current generation number */
 	struct bound *sockets;		/* listening sockets, owned */
 	size_t	nsockets;
@@ -252,12 +256,17 @@ spawn(struct master *m, size_t li)
 		for (size_t i = 0; i < m->nsockets; i++)
 			if (m->sockets[i].fd != fd)
 				close(m->sockets[i].fd);
+		if (m->fds.control >= 0)
+			close(m->fds.control);
+		if (m->fds.metrics >= 0)
+			close(m->fds.metrics);
 		struct scanners sc = { m->policies[li], m->clam };
 
 		worker_main(m->cfg, lc, &sc, fd);
 	}
 	w->pid = pid;
 	w->generation = m->generation;
+	stats_worker_start(pid, stats_listener(lc->name));
 	free(w->listener);
 	w->listener = xstrdup(lc->name);
 	clock_gettime(CLOCK_MONOTONIC, &w->started);
@@ -363,6 +372,7 @@ reap(struct master *m)
 
 			if (w->pid != pid)
 				continue;
+			stats_worker_gone(pid);
 			note_death(m, w, status);
 			w->pid = 0;
 			break;
@@ -407,7 +417,10 @@ static void
 switch_generation(struct master *m, struct config *cfg, struct policy **policies,
 		  struct clam_engine *clam, const char *why)
 {
+	bool new_engine = clam != NULL && clam != m->clam;
+
 	log_set_level(cfg->log_level);
+	log_set_json(strcmp(cfg->log_format, "json") == 0);
 	if (policies != m->policies)
 		master_free_policies(m->cfg, m->policies);
 	if (clam != m->clam)
@@ -421,6 +434,9 @@ switch_generation(struct master *m, struct config *cfg, struct policy **policies
 	free(m->lstate);
 	m->lstate = xcalloc(cfg->nlisteners, sizeof(*m->lstate));
 	m->generation++;
+	for (size_t i = 0; i < cfg->nlisteners; i++)
+		stats_listener(cfg->listeners[i].name);
+	stats_reload(true, clam ? clam_engine_signatures(clam) : 0, new_engine);
 	log_info("%s: generation %d, %zu listener(s)", why, m->generation, cfg->nlisteners);
 	fill_pools(m);
 	/* the old generation finishes its sessions and leaves */
@@ -438,17 +454,20 @@ reload(struct master *m)
 
 	if (cfg == NULL) {
 		log_error("reload failed, keeping the running configuration: %s", error);
+		stats_reload(false, 0, false);
 		free(error);
 		return;
 	}
 	if ((policies = master_load_policies(cfg, &error)) == NULL) {
 		log_error("reload failed, keeping the running configuration and policies: %s", error);
+		stats_reload(false, 0, false);
 		free(error);
 		config_free(cfg);
 		return;
 	}
 	if (master_load_engine(cfg, &clam, &error) < 0) {
 		log_error("reload failed, keeping the running configuration and signatures: %s", error);
+		stats_reload(false, 0, false);
 		free(error);
 		master_free_policies(cfg, policies);
 		config_free(cfg);
@@ -456,6 +475,7 @@ reload(struct master *m)
 	}
 	if (master_bind(cfg, &m->sockets, &m->nsockets, &error) < 0) {
 		log_error("reload failed, keeping the running configuration: %s", error);
+		stats_reload(false, 0, false);
 		free(error);
 		clam_engine_free(clam);
 		master_free_policies(cfg, policies);
@@ -493,6 +513,7 @@ check_signatures(struct master *m)
 	log_info("clamav: %s changed, loading the signatures again", m->cfg->clamav.database);
 	if (master_load_engine(m->cfg, &clam, &error) < 0) {
 		log_error("clamav: signature reload failed, keeping the running engine: %s", error);
+		stats_reload(false, 0, false);
 		free(error);
 		return;
 	}
@@ -552,10 +573,12 @@ drain(struct master *m)
 /* master_run - see master.h; returns the exit status */
 int
 master_run(struct config *cfg, struct policy **policies, struct clam_engine *clam,
-	   struct bound *sockets, size_t nsockets, char *const *overrides, size_t noverrides)
+	   struct bound *sockets, size_t nsockets, const struct master_fds *fds,
+	   char *const *overrides, size_t noverrides)
 {
 	struct master m = { 0 };
 
+	m.fds = *fds;
 	m.cfg = cfg;
 	m.policies = policies;
 	m.clam = clam;
@@ -573,13 +596,22 @@ master_run(struct config *cfg, struct policy **policies, struct clam_engine *cla
 			 cfg->listeners[i].listen, cfg->listeners[i].forward, cfg->listeners[i].workers,
 			 policies[i] ? policy_path(policies[i]) : "none (every message passes)");
 	for (;;) {
-		struct pollfd pfd = { .fd = sig_pipe[0], .events = POLLIN };
+		struct pollfd pfd[3] = {
+			{ .fd = sig_pipe[0], .events = POLLIN },
+			{ .fd = m.fds.control, .events = POLLIN },
+			{ .fd = m.fds.metrics, .events = POLLIN },
+		};
 		long wait = fill_pools(&m);
 		char drainbuf[64];
 
-		poll(&pfd, 1, wait < 0 || wait > 1000 ? 1000 : (int)wait);
+		/* poll ignores the negative descriptors of what is off */
+		poll(pfd, 3, wait < 0 || wait > 1000 ? 1000 : (int)wait);
 		while (read(sig_pipe[0], drainbuf, sizeof(drainbuf)) > 0)
 			;
+		if (pfd[1].revents & POLLIN && control_serve(m.fds.control, stats_get()) == CONTROL_RELOAD)
+			got_hup = 1;
+		if (pfd[2].revents & POLLIN)
+			metrics_serve(m.fds.metrics, stats_get());
 		if (got_chld) {
 			got_chld = 0;
 			reap(&m);
@@ -604,6 +636,10 @@ master_run(struct config *cfg, struct policy **policies, struct clam_engine *cla
 		free(m.sockets[i].listen);
 	}
 	free(m.sockets);
+	if (m.fds.control >= 0)
+		close(m.fds.control);
+	if (m.fds.metrics >= 0)
+		close(m.fds.metrics);
 	master_free_policies(m.cfg, m.policies);
 	clam_engine_free(m.clam);
 	config_free(m.cfg);

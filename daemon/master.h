@@ -22,8 +22,15 @@ struct bound {
 struct policy;
 struct clam_engine;
 
+/* the master's own sockets besides the listeners */
+struct master_fds {
+	int	control;	/* the control socket, or -1 */
+	int	metrics;	/* the metrics listener, or -1 */
+};
+
 int master_run(struct config *cfg, struct policy **policies, struct clam_engine *clam,
-	       struct bound *sockets, size_t nsockets, char *const *overrides, size_t noverrides);
+	       struct bound *sockets, size_t nsockets, const struct master_fds *fds,
+	       char *const *overrides, size_t noverrides);
 int master_load_engine(const struct config *cfg, struct clam_engine **clam_r, char **error_r);
 struct policy **master_load_policies(const struct config *cfg, char **error_r);
 void master_free_policies(const struct config *cfg, struct policy **p);

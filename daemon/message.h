@@ -112,6 +112,7 @@ struct message {
 	bool	policy_ran;		/* a policy decided (for the log line) */
 	char   *quarantined;		/* where the quarantine verdict stored it, owned, or NULL */
 	struct clam_result *clam;	/* the ClamAV scan, owned, NULL until asked for */
+	long long data_started_us;	/* first DATA/BDAT byte (stats' receive stage), 0 = none */
 };
 
 struct message *message_new(void);

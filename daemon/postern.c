@@ -2,6 +2,7 @@
  * postern - the administrator's command: release, quarantine list/show/delete
  *
  * postern [-c FILE] test [--policy FILE | --listener NAME] [...] MSG.eml
+ * postern [-c FILE] status | reload
  * postern [-c FILE] release MAIL_ID [--rcpt ADDR]... [--keep]
  * postern [-c FILE] quarantine list
  * postern [-c FILE] quarantine show MAIL_ID
@@ -29,6 +30,7 @@
 #include <unistd.h>
 
 #include "config.h"
+#include "control.h"
 #include "dryrun.h"
 #include "log.h"
 #include "message.h"
@@ -57,6 +59,8 @@ struct command {
 };
 
 static int cmd_test(const struct context *ctx, int argc, char **argv);
+static int cmd_status(const struct context *ctx, int argc, char **argv);
+static int cmd_reload(const struct context *ctx, int argc, char **argv);
 static int cmd_release(const struct context *ctx, int argc, char **argv);
 static int cmd_quarantine_list(const struct context *ctx, int argc, char **argv);
 static int cmd_quarantine_show(const struct context *ctx, int argc, char **argv);
@@ -66,6 +70,10 @@ static const struct command commands[] = {
 	{ "test", cmd_test, "[--policy FILE | --listener NAME] [--from ADDR] [--rcpt ADDR]... "
 	  "[--client-ip IP] [--client-name NAME] [--helo NAME] [--login NAME] MSG.eml",
 	  "run a policy on a message and print verdicts, score, rules and header edits" },
+	{ "status", cmd_status, "",
+	  "per listener: workers busy and idle, messages by verdict; reloads; ClamAV signatures" },
+	{ "reload", cmd_reload, "",
+	  "make posternd read its configuration, policies and signatures again (SIGHUP)" },
 	{ "release", cmd_release, "MAIL_ID [--rcpt ADDR]... [--keep]",
 	  "deliver a quarantined message to its listener's forward address" },
 	{ "quarantine list", cmd_quarantine_list, "",
@@ -582,6 +590,55 @@ find_command(int argc, char **argv, int *used_r)
 }
 
 /* main - global options, then the command's row */
+/* ask_daemon - send cmd over posternd's control socket and print the answer */
+static int
+ask_daemon(const struct context *ctx, int argc, const char *cmd)
+{
+	struct config *cfg;
+	struct buf answer;
+	char *error = NULL;
+	int rc;
+
+	if (argc != 0) {
+		fprintf(stderr, "postern: %s takes no arguments\n", cmd);
+		return 2;
+	}
+	if ((cfg = config_load(ctx->config_path, NULL, 0, &error)) == NULL) {
+		fprintf(stderr, "postern: %s\n", error);
+		free(error);
+		return 1;
+	}
+	buf_init(&answer, 0);
+	rc = control_request(cfg->control_socket, cmd, 10000, &answer, &error);
+	if (rc < 0) {
+		fprintf(stderr, "postern: %s\n", error);
+		free(error);
+	} else {
+		fwrite(answer.ptr ? answer.ptr : "", 1, answer.len, stdout);
+		if (answer.len >= 6 && strncmp(answer.ptr, "error:", 6) == 0)
+			rc = -1;
+	}
+	buf_release(&answer);
+	config_free(cfg);
+	return rc < 0 ? 1 : 0;
+}
+
+/* cmd_status - posternd's counters, through the control socket */
+static int
+cmd_status(const struct context *ctx, int argc, char **argv)
+{
+	(void)argv;
+	return ask_daemon(ctx, argc, "status");
+}
+
+/* cmd_reload - ask posternd to reload, through the control socket */
+static int
+cmd_reload(const struct context *ctx, int argc, char **argv)
+{
+	(void)argv;
+	return ask_daemon(ctx, argc, "reload");
+}
+
 /* cmd_test - the policy dry run (dryrun.c) */
 static int
 cmd_test(const struct context *ctx, int argc, char **argv)

@@ -23,6 +23,7 @@
 #include "message.h"
 #include "smtp_server.h"
 #include "spool.h"
+#include "stats.h"
 #include "verdict.h"
 #include "util/buf.h"
 #include "util/esc.h"
@@ -504,6 +505,8 @@ store(struct session *s, const char *p, size_t len)
 
 	if (m == NULL || m->spool == NULL || m->too_big || m->spool_errno != 0 || len == 0)
 		return;
+	if (m->data_started_us == 0)
+		m->data_started_us = stats_now_us();
 	if ((unsigned long)m->size + len > (unsigned long)s->lc->max_message_size) {
 		m->too_big = true;
 		return;
@@ -665,6 +668,8 @@ finish_transaction(struct session *s)
 	struct buf out;
 
 	buf_init(&out, 0);
+	if (m->data_started_us != 0)
+		stats_observe(s->lc->name, STAGE_RECEIVE, stats_now_us() - m->data_started_us);
 	if (m->too_big) {
 		fail_all(m, 552, "552 5.3.4 Error: message file too big");
 	} else if (m->spool_errno != 0 || spool_finish(m->spool) < 0) {

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "log.h"
+#include "stats.h"
 #include "verdict.h"
 #include "util/esc.h"
 #include "util/xalloc.h"
@@ -175,6 +176,60 @@ append_policy(struct buf *line, const struct message *m)
 	}
 }
 
+/* json_str - "key":"value" (value escaped), with a leading comma unless first */
+static void
+json_str(struct buf *b, const char *key, const char *value)
+{
+	buf_appendf(b, "%s\"%s\":\"", b->len ? "," : "", key);
+	esc_json(b, value ? value : "");
+	buf_appends(b, "\"");
+}
+
+/* verdict_log_json - the summary as a JSON object's fields (log_format = "json") */
+static void
+verdict_log_json(const struct listener_cfg *lc, const struct client *c, const struct message *m,
+		 const char *reply, const char *result)
+{
+	struct buf b;
+	bool first = true;
+
+	buf_init(&b, 0);
+	json_str(&b, "event", "msg");
+	json_str(&b, "listener", lc->name);
+	json_str(&b, "id", m->id);
+	json_str(&b, "client", c->xforward[XF_ADDR] ? c->xforward[XF_ADDR] : c->ip);
+	json_str(&b, "from", m->sender);
+	buf_appends(&b, ",\"to\":[");
+	for (size_t i = 0; i < m->nrcpts; i++) {
+		if (m->rcpts[i].added)
+			continue;
+		buf_appends(&b, first ? "\"" : ",\"");
+		esc_json(&b, m->rcpts[i].addr);
+		buf_appends(&b, "\"");
+		first = false;
+	}
+	buf_appendf(&b, "],\"size\":%ld", m->size);
+	json_str(&b, "verdict", verdict_summary(m));
+	if (m->policy_ran) {
+		buf_appendf(&b, ",\"score\":%.3f,\"hits\":[", m->score);
+		for (size_t i = 0; i < m->nhits; i++) {
+			buf_appends(&b, i ? ",\"" : "\"");
+			esc_json(&b, m->hits[i].rule);
+			buf_appends(&b, "\"");
+		}
+		buf_appends(&b, "]");
+		if (m->quarantined != NULL)
+			json_str(&b, "quarantine", m->quarantined);
+	}
+	json_str(&b, "result", result);
+	if (m->queued_as != NULL)
+		json_str(&b, "queued_as", m->queued_as);
+	json_str(&b, "reply", reply);
+	buf_appendf(&b, ",\"elapsed_ms\":%ld", message_elapsed_ms(m));
+	log_event(buf_cstr(&b));
+	buf_release(&b);
+}
+
 /*
  * verdict_log - the summary line (format in posternd(8)):
  *
@@ -192,6 +247,16 @@ verdict_log(const struct listener_cfg *lc, const struct client *c, const struct 
 	const char *result = result_of(m);
 	struct buf line;
 
+	if (log_is_json()) {
+		verdict_log_json(lc, c, m, reply, result);
+		stats_message(lc->name, m);
+		free(e_client);
+		free(e_from);
+		free(e_reply);
+		free(e_q);
+		return;
+	}
+
 	buf_init(&line, 0);
 	buf_appendf(&line, "msg listener=%s id=%s client=%s from=<%s> to=", lc->name, m->id,
 		    e_client, e_from);
@@ -206,6 +271,7 @@ verdict_log(const struct listener_cfg *lc, const struct client *c, const struct 
 	buf_appendf(&line, " queued_as=%s reply=\"%s\" elapsed_ms=%ld", e_q, e_reply,
 		    message_elapsed_ms(m));
 	log_info("%s", buf_cstr(&line));
+	stats_message(lc->name, m);
 	buf_release(&line);
 	free(e_client);
 	free(e_from);

@@ -20,6 +20,7 @@
 
 #include "log.h"
 #include "policy.h"
+#include "stats.h"
 #include "reinject.h"
 #include "smtp_server.h"
 #include "util/io.h"
@@ -133,7 +134,9 @@ worker_main(const struct config *cfg, const struct listener_cfg *lc, const struc
 			continue;
 		}
 		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+		stats_worker_busy(true);
 		smtp_session_run(cfg, lc, ds, sc, fd, &peer);
+		stats_worker_busy(false);
 		sessions++;
 		if (policy_is_spent(sc->policy)) {
 			log_info("listener %s: policy limit reached, worker replaced with a fresh state",

@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "util/buf.h"
 #include "util/esc.h"
 #include "util/xalloc.h"
 
@@ -34,4 +35,41 @@ char *
 esc_logs(const char *s)
 {
 	return esc_log(s ? s : "", s ? strlen(s) : 0);
+}
+
+/*
+ * esc_json - append s as the body of a JSON string (without the quotes)
+ *
+ * Quote, backslash and control bytes are escaped; a byte that is not part
+ * of valid UTF-8 becomes the code point of the same value (U+0080..U+00FF),
+ * so the line stays valid JSON whatever a peer sent.
+ */
+void
+esc_json(struct buf *out, const char *s)
+{
+	const unsigned char *p = (const unsigned char *)s;
+
+	while (*p) {
+		size_t n = 0;
+
+		if (*p == '"' || *p == '\\')
+			buf_appendf(out, "\\%c", *p);
+		else if (*p < 0x20 || *p == 0x7f)
+			buf_appendf(out, "\\u%04x", *p);
+		else if (*p < 0x80)
+			buf_append(out, p, 1);
+		else {
+			n = *p >= 0xf0 && *p < 0xf5 ? 4 : *p >= 0xe0 ? 3 : *p >= 0xc2 && *p < 0xe0 ? 2 : 0;
+			for (size_t i = 1; i < n; i++)
+				if ((p[i] & 0xc0) != 0x80)
+					n = 0;
+			if (n > 0) {
+				buf_append(out, p, n);
+				p += n;
+				continue;
+			}
+			buf_appendf(out, "\\u%04x", *p);
+		}
+		p++;
+	}
 }

@@ -12,5 +12,7 @@
 
 char *esc_log(const char *p, size_t len);
 char *esc_logs(const char *s);
+struct buf;
+void esc_json(struct buf *out, const char *s);
 
 #endif

@@ -198,7 +198,8 @@ class Posternd:
         g = {"spool_dir": self.spool, "hostname": "filter.test", "log_level": "info",
              "quarantine": {"dir": os.path.join(self.dir, "quarantine")},
              "policy_dir": os.path.join(self.dir, "policies"),
-             "lua_dir": os.path.join(SRCDIR, "lua")}
+             "lua_dir": os.path.join(SRCDIR, "lua"),
+             "control_socket": os.path.join(self.dir, "control-%d" % free_port())}
         if os.geteuid() == 0:
             g["user"] = "nobody"
         g.update(settings or {})

@@ -52,6 +52,36 @@ now_ms(void)
 	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+static char last_error[512];	/* libclamav's last error message (its words name the file) */
+
+/*
+ * on_message - libclamav's messages: keep the last error, print nothing
+ *
+ * Left alone, libclamav writes to stderr, which is /dev/null once posternd
+ * is a daemon: its "Can't load FILE" would be lost, and ours would not say
+ * which file broke the database. The last error goes into our own message.
+ */
+static void
+on_message(enum cl_msg severity, const char *fullmsg, const char *msg, void *context)
+{
+	(void)fullmsg;
+	(void)context;
+	if (severity == CL_MSG_ERROR && msg != NULL) {
+		snprintf(last_error, sizeof(last_error), "%s", msg);
+		last_error[strcspn(last_error, "\r\n")] = '\0';
+	}
+}
+
+/* with_detail - " (libclamav: ...)" when libclamav said something */
+static const char *
+with_detail(char *buf, size_t size)
+{
+	if (last_error[0] == '\0')
+		return "";
+	snprintf(buf, size, " (libclamav: %s)", last_error);
+	return buf;
+}
+
 /* init_once - cl_init, once per process */
 static int
 init_once(char **error_r)
@@ -61,6 +91,7 @@ init_once(char **error_r)
 
 	if (done)
 		return 0;
+	cl_set_clcb_msg(on_message);
 	if ((rc = cl_init(CL_INIT_DEFAULT)) != CL_SUCCESS) {
 		*error_r = xasprintf("cannot initialise libclamav: %s", cl_strerror(rc));
 		return -1;
@@ -106,6 +137,58 @@ is_temp_name(const char *name)
 	       strspn(name + 7, "0123456789abcdef") == len - 11;
 }
 
+/* add_file - one more entry of the list (bounded by FILES_MAX) */
+static struct clam_file *
+add_file(struct clam_result *r)
+{
+	struct clam_file *f;
+
+	if (r->nfiles >= FILES_MAX)
+		return NULL;
+	r->files = xreallocarray(r->files, r->nfiles + 1, sizeof(*r->files));
+	f = &r->files[r->nfiles++];
+	memset(f, 0, sizeof(*f));
+	return f;
+}
+
+/*
+ * on_meta - libclamav's archive metadata callback: names of archive members
+ *
+ * The file inspection callback never sees a member libclamav does not scan:
+ * one of five bytes or less, or one inside an encrypted archive. Its name is
+ * what a banned-file rule needs, so it is listed from here, once (the
+ * callback may come twice for a member; the member's position tells).
+ */
+static cl_error_t
+on_meta(const char *container_type, unsigned long fsize_container, const char *filename,
+	unsigned long fsize_real, int is_encrypted, unsigned int filepos_container, void *context)
+{
+	struct clam_result *r = context;
+	struct clam_file *f;
+
+	(void)fsize_container;
+	if (r == NULL || filename == NULL || *filename == '\0')
+		return CL_CLEAN;
+	for (size_t i = 0; i < r->nfiles; i++)
+		if (r->files[i].from_meta && r->files[i].meta_pos == filepos_container &&
+		    r->files[i].name != NULL && strcmp(r->files[i].name, filename) == 0)
+			return CL_CLEAN;
+	if ((f = add_file(r)) == NULL)
+		return CL_CLEAN;
+	f->name = xstrdup(filename);
+	f->type = xstrdup("MEMBER");
+	if (container_type != NULL && strncmp(container_type, "CL_TYPE_", 8) == 0) {
+		free(f->type);
+		f->type = xasprintf("MEMBER_OF_%s", container_type + 8);
+	}
+	f->size = fsize_real;
+	f->depth = 1;		/* somewhere inside the message: the callback does not say */
+	f->encrypted = is_encrypted != 0;
+	f->from_meta = true;
+	f->meta_pos = filepos_container;
+	return CL_CLEAN;
+}
+
 /* on_file - libclamav's file inspection callback: list the file */
 static cl_error_t
 on_file(int fd, const char *type, const char **ancestors, size_t parent_file_size,
@@ -119,11 +202,8 @@ on_file(int fd, const char *type, const char **ancestors, size_t parent_file_siz
 	(void)ancestors;
 	(void)parent_file_size;
 	(void)file_buffer;
-	if (r == NULL || r->nfiles >= FILES_MAX)
+	if (r == NULL || (f = add_file(r)) == NULL)
 		return CL_CLEAN;
-	r->files = xreallocarray(r->files, r->nfiles + 1, sizeof(*r->files));
-	f = &r->files[r->nfiles++];
-	memset(f, 0, sizeof(*f));
 	/* libclamav's own temporary names, and ours for the message, are not names */
 	if (file_name != NULL && !is_temp_name(file_name) && recursion_level > 0)
 		f->name = xstrdup(file_name);
@@ -159,8 +239,13 @@ clam_engine_load(const struct clamav_cfg *cc, const char *tmpdir, char **error_r
 	if (set_limits(e->engine, cc, tmpdir, error_r) < 0)
 		return clam_engine_free(e);
 	cl_engine_set_clcb_file_inspection(e->engine, on_file);
+	cl_engine_set_clcb_meta(e->engine, on_meta);
+	last_error[0] = '\0';
 	if ((rc = cl_load(cc->database, e->engine, &e->signatures, CL_DB_STDOPT)) != CL_SUCCESS) {
-		*error_r = xasprintf("clamav.database %s: %s", cc->database, cl_strerror(rc));
+		char detail[600];
+
+		*error_r = xasprintf("clamav.database %s: %s%s", cc->database, cl_strerror(rc),
+				     with_detail(detail, sizeof(detail)));
 		return clam_engine_free(e);
 	}
 	if (e->signatures == 0) {
@@ -168,8 +253,10 @@ clam_engine_load(const struct clamav_cfg *cc, const char *tmpdir, char **error_r
 		return clam_engine_free(e);
 	}
 	if ((rc = cl_engine_compile(e->engine)) != CL_SUCCESS) {
-		*error_r = xasprintf("clamav.database %s: cannot compile the engine: %s",
-				     cc->database, cl_strerror(rc));
+		char detail[600];
+
+		*error_r = xasprintf("clamav.database %s: cannot compile the engine: %s%s",
+				     cc->database, cl_strerror(rc), with_detail(detail, sizeof(detail)));
 		return clam_engine_free(e);
 	}
 	memset(&e->dbstat, 0, sizeof(e->dbstat));

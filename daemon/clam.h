@@ -41,6 +41,8 @@ struct clam_file {
 	size_t	size;		/* bytes */
 	unsigned depth;		/* 0 = the message itself */
 	bool	encrypted;	/* extracted through decryption, or an encrypted container */
+	bool	from_meta;	/* listed from an archive's directory, not scanned itself */
+	unsigned meta_pos;	/* ... its position there */
 };
 
 struct clam_result {

@@ -116,22 +116,30 @@ msg_files(lua_State *L)
 	struct policy_input *in = lua_msg_check(L, 1);
 	const struct clam_result *r = ensure_scan(in);
 
-	if (r != NULL) {
-		lua_createtable(L, (int)r->nfiles, 0);
+	lua_Integer n = 0;
+
+	lua_newtable(L);		/* the result; names seen in it, below */
+	lua_newtable(L);
+	if (r != NULL)
 		for (size_t i = 0; i < r->nfiles; i++) {
 			const struct clam_file *f = &r->files[i];
 
 			push_file(L, f->name, f->type, f->size, f->depth, f->encrypted);
-			lua_rawseti(L, -2, (lua_Integer)i + 1);
+			lua_rawseti(L, -3, ++n);
+			if (f->name != NULL) {
+				lua_pushboolean(L, 1);
+				lua_setfield(L, -2, f->name);
+			}
 		}
-		return 1;
-	}
-	/* no ClamAV: the MIME parts are what we know of */
+	/*
+	 * The MIME parts with a file name that libclamav did not list (an empty
+	 * attachment is not scanned, hence not seen) join them; without ClamAV
+	 * they are all there is.
+	 */
 	lua_getfield(L, 1, "parts");
 	lua_pushvalue(L, 1);
 	lua_call(L, 1, 1);
-	lua_newtable(L);
-	for (lua_Integer i = 1, n = 0; lua_rawgeti(L, -2, i) == LUA_TTABLE; i++) {
+	for (lua_Integer i = 1; lua_rawgeti(L, -1, i) == LUA_TTABLE; i++) {
 		const char *name, *type;
 		lua_Integer size, depth;
 
@@ -143,12 +151,17 @@ msg_files(lua_State *L)
 		type = lua_tostring(L, -3);
 		size = lua_tointeger(L, -2);
 		depth = lua_tointeger(L, -1);
-		push_file(L, name, type, (size_t)size, (unsigned)depth, false);
-		lua_rawseti(L, -7, ++n);
+		/* stack: result, seen, parts, part, name, type, size, depth */
+		if (r == NULL || (name != NULL && lua_getfield(L, -7, name) == LUA_TNIL)) {
+			if (r != NULL)
+				lua_pop(L, 1);
+			push_file(L, name, type, (size_t)size, (unsigned)depth, false);
+			lua_rawseti(L, -9, ++n);
+		} else if (r != NULL && name != NULL)
+			lua_pop(L, 1);
 		lua_pop(L, 5);
 	}
-	lua_pop(L, 1);
-	lua_remove(L, -2);
+	lua_pop(L, 3);			/* nil, parts, seen */
 	return 1;
 }
 

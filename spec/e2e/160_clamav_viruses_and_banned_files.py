@@ -1,0 +1,554 @@
+"""ClamAV in-process: viruses, banned files, incomplete scans, and the signature database.
+
+Real libclamav with postern's own test signatures (spec/data/clamav, copied
+into the workspace): Postern.Test.EICAR.Hash/.Body (the EICAR test string,
+built here at run time), Postern.Test.Marker.Body (our marker string) and
+Postern.Test.Blob.Hash (a binary blob generated here). Pinned behaviour:
+
+  detection, each on three listeners (P.clamav then P.banned):
+    "discard" (P.clamav {}: on_virus defaults to discard) -> 250 2.7.0,
+        nothing delivered, log line verdict=discard;
+    "reject" (on_virus = "reject") -> 554 5.7.0 "Virus found: NAME";
+    "quar" (quarantine = true) -> 250 "quarantined as ID", the file
+        QUARANTINE/ID exists, log line quarantine=PATH;
+    every time the log line's hits name clamav:NAME (NAME the signature,
+    libclamav's ".UNOFFICIAL" suffix allowed) and nothing reaches the sink;
+    for: EICAR as the plain-text body, as a base64 attachment, inside a zip,
+    inside a zip inside a zip; our own body signature (marker in a text
+    part); our hash signature (the blob as a base64 attachment);
+  banned files (P.banned, libclamav's file list): an .exe member of a zip
+    (by name), a "harmless.txt" attachment whose content is an MZ header
+    (by type MSEXE) -> 554 5.7.0 "Banned file NAME (TYPE)", not delivered;
+    and the same for a 3-byte "tiny.exe" zip member and an empty "empty.exe"
+    attachment: P.banned and msg:files() document "every file in the
+    message", and amavisd-new bans by name whatever the size (libclamav
+    itself skips files of 5 bytes or less, so its file-inspection callback
+    alone does not see them);
+  msg:files() lists the attachment, the zip's members and the nested zip's
+    members, deeper as they nest, with the type libclamav detected (ZIP);
+  a clean message with an attachment passes: 250, delivered once with
+    "X-Virus-Scanned: postern (ClamAV) at filter.test", the original bytes
+    unchanged after the added header fields; X-Virus-Scanned and
+    X-Virus-Status sent by the client are removed (only ours is left);
+  an encrypted zip (traditional PKWARE encryption, built by hand) cannot be
+    scanned: with the default clamav.on_incomplete (tempfail) -> 451 4.7.0,
+    not delivered, the log line hits clamav:unchecked; the same zip with
+    EICAR in another part is a virus (discarded), not a 451; an encrypted
+    zip's member names are in its (clear) directory: P.banned alone
+    ("banned_only") rejects "payload.exe" inside one;
+  a scan stopped by a limit (clamav.max_recursion = 2, a zip in a zip in a
+    zip): clamav.on_incomplete = "tempfail" -> 451 4.7.0, "pass" -> 250 and
+    delivered with "X-Virus-Status: Unchecked (...)", "reject" -> 554 5.7.0
+    "Message could not be scanned"; P.clamav { on_error = } overrides the
+    configured value; a plain clean message is still clean under that limit;
+    a message with both a too-deep zip and EICAR (either order) is a virus
+    (discarded, hit clamav:NAME), never "Unchecked" and delivered: an
+    incomplete part must not hide a detection elsewhere in the message;
+  posternd -t says "clamav: 4 signatures load from DIR";
+  the master logs "clamav: 4 signatures from DIR loaded in N ms";
+  a database directory with a corrupt signature file: posternd refuses to
+    start (exit status 1) and its own error line names the file; on SIGHUP
+    with a corrupt file dropped into the running daemon's directory: "reload
+    failed, keeping the running configuration and signatures: ..." naming
+    the file, the same workers keep running and still catch EICAR.
+"""
+import base64
+import io
+import os
+import re
+import shutil
+import signal
+import struct
+import subprocess
+import time
+import zipfile
+import zlib
+
+from harness import POSTERND, SRCDIR, Client, Posternd, Reply, Sink, stuff, t, workspace
+
+SENDER = "sender@example.org"
+WS = workspace()
+POLICY_DIR = os.path.join(WS, "policies")
+QDIR = os.path.join(WS, "quarantine")
+DATA = os.path.join(SRCDIR, "spec", "data", "clamav")
+
+EICAR = rb"X5O!P%@AP[4\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*"
+MARKER = b"POSTERN-TEST-BODY-SIGNATURE-7f3a"
+BLOB = b"POSTERN-TEST-HASH-BLOB\x00" + bytes(range(256)) + b"\x00POSTERN\xff" * 8
+MZ = b"MZ" + b"\x90\x00\x03\x00\x00\x00\x04\x00\x00\x00\xff\xff\x00\x00" + b"\x00" * 44 + \
+    b"\x80\x00\x00\x00" + b"This program cannot be run in DOS mode.\r\n" + b"\x00" * 64
+
+SIG_EICAR = r"Postern\.Test\.EICAR\.(?:Body|Hash)(?:\.UNOFFICIAL)?"
+SIG_MARKER = r"Postern\.Test\.Marker\.Body(?:\.UNOFFICIAL)?"
+SIG_BLOB = r"Postern\.Test\.Blob\.Hash(?:\.UNOFFICIAL)?"
+BANNED_RE = r"(?i)\.(exe|scr|pif|com|bat|js|vbs)$"
+
+
+def database(name):
+    """A copy of spec/data/clamav in the workspace (the spec may add files to it)."""
+    d = os.path.join(WS, name)
+    shutil.copytree(DATA, d)
+    return d
+
+
+def policy(text):
+    return 'local P = require "postern"\nreturn P.policy {\n%s\n}\n' % text
+
+
+BANNED = ('  P.banned { filename = [[%s]], type = { "MSEXE" } },' % BANNED_RE)
+POLICIES = {
+    "discard.lua": policy("  P.clamav {},\n" + BANNED),
+    "reject.lua": policy('  P.clamav { on_virus = "reject" },\n' + BANNED),
+    "quar.lua": policy("  P.clamav { quarantine = true },\n" + BANNED),
+    # msg:files() as a header, for the file list itself
+    "files.lua": policy(r'''  P.clamav {},
+  function(msg)
+    local out = {}
+    for _, f in ipairs(msg:files()) do
+      if f.name then out[#out + 1] = f.name .. "@" .. f.depth .. ":" .. f.type end
+    end
+    msg:add_header("X-Files", table.concat(out, " "))
+  end,'''),
+    "inc.lua": policy("  P.clamav {},"),
+    "banned_only.lua": policy(BANNED),
+    "inc_reject.lua": policy('  P.clamav { on_error = "reject" },'),
+}
+os.makedirs(POLICY_DIR, exist_ok=True)
+for name, text in POLICIES.items():
+    with open(os.path.join(POLICY_DIR, name), "w") as f:
+        f.write(text)
+
+sink = Sink(name="sink")
+FWD = "127.0.0.1:%d" % sink.port
+DB_A = database("db-a")
+pd = Posternd({name[:-4]: {"policy": name, "forward": FWD, "workers": 1}
+               for name in ("discard.lua", "reject.lua", "quar.lua", "files.lua", "inc.lua",
+                            "banned_only.lua")},
+              settings={"clamav": {"database": DB_A}})
+ALL = [pd]
+
+
+# ---------------------------------------------------------------- helpers
+def transact(port, rcpts, data, sender=SENDER):
+    """One transaction on a fresh connection: the data reply (a failed Reply on surprises)."""
+    try:
+        c = Client(port, timeout=30)
+        r = c.cmd("EHLO client.test")
+        assert r.code == 250, r
+        r = c.cmd("MAIL FROM:<%s>" % sender)
+        assert r.code == 250, r
+        for a in rcpts:
+            r = c.cmd("RCPT TO:<%s>" % a)
+            assert r.code == 250, r
+        r = c.cmd("DATA")
+        assert r.code == 354, r
+        c.send(stuff(data))
+        out = c.reply()
+        c.sock.settimeout(5)
+        c.cmd("QUIT")
+        c.close()
+        return out
+    except (AssertionError, OSError, EOFError, ValueError) as e:
+        return Reply(0, ["no reply: %r" % (e,)])
+
+
+def mail_id(r):
+    m = re.search(r"\bid=(\w+)", r.text)
+    return m.group(1) if m else "?"
+
+
+def log_line(d, listener, mid, timeout=5):
+    m = d.wait_log(r"msg listener=%s id=%s [^\n]*" % (re.escape(listener), re.escape(mid)),
+                   timeout)
+    return m.group(0) if m else ""
+
+
+_tok = [0]
+
+
+def make(subject, body=b"Hello.\r\n", extra=b"", parts=None):
+    """A message with a unique X-Spec-Token: (token, bytes).
+
+    parts: [(filename, content type, bytes)] attached in base64 after a text
+    part holding body; without parts, body is the whole (plain text) body.
+    """
+    _tok[0] += 1
+    token = "tok%d-%s" % (_tok[0], os.urandom(4).hex())
+    head = ("From: Sender <%s>\r\nTo: user@example.com\r\nSubject: %s\r\n"
+            "Message-ID: <%s@example.org>\r\nX-Spec-Token: %s\r\n" %
+            (SENDER, subject, token, token)).encode() + extra
+    if not parts:
+        return token, head + b"\r\n" + body
+    b = "b-" + token
+    head += ('MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary="%s"\r\n' % b).encode()
+    out = [head, b"\r\nThis is a MIME message.\r\n\r\n--%s\r\n" % b.encode(),
+           b"Content-Type: text/plain; charset=us-ascii\r\n\r\n", body, b"\r\n"]
+    for name, ctype, content in parts:
+        enc = base64.encodebytes(content).replace(b"\n", b"\r\n")
+        out.append(("--%s\r\nContent-Type: %s; name=\"%s\"\r\nContent-Transfer-Encoding: base64\r\n"
+                    "Content-Disposition: attachment; filename=\"%s\"\r\n\r\n" %
+                    (b, ctype, name, name)).encode())
+        out.append(enc)
+    out.append(("--%s--\r\n" % b).encode())
+    return token, b"".join(out)
+
+
+def zip_of(members):
+    """A zip (deflated) of [(name, bytes)]."""
+    f = io.BytesIO()
+    with zipfile.ZipFile(f, "w", zipfile.ZIP_DEFLATED) as z:
+        for name, content in members:
+            z.writestr(name, content)
+    return f.getvalue()
+
+
+def _crc_table():
+    table = []
+    for n in range(256):
+        c = n
+        for _ in range(8):
+            c = (c >> 1) ^ 0xEDB88320 if c & 1 else c >> 1
+        table.append(c)
+    return table
+
+
+CRC_TABLE = _crc_table()
+
+
+def zipcrypto_zip(name, content, password=b"infected"):
+    """A zip with one stored member under traditional PKWARE encryption (flag bit 0).
+
+    Python's zipfile reads such archives but cannot write them: the 12-byte
+    encryption header and the stream cipher are done here (APPNOTE 6.1).
+    """
+    keys = [0x12345678, 0x23456789, 0x34567890]
+
+    def crc8(crc, b):
+        return (crc >> 8) ^ CRC_TABLE[(crc ^ b) & 0xFF]
+
+    def update(b):
+        keys[0] = crc8(keys[0], b)
+        keys[1] = (keys[1] + (keys[0] & 0xFF)) & 0xFFFFFFFF
+        keys[1] = (keys[1] * 134775813 + 1) & 0xFFFFFFFF
+        keys[2] = crc8(keys[2], keys[1] >> 24)
+
+    def stream_byte():
+        tmp = (keys[2] | 2) & 0xFFFF
+        return ((tmp * (tmp ^ 1)) >> 8) & 0xFF
+
+    for b in password:
+        update(b)
+    crc = zlib.crc32(content) & 0xFFFFFFFF
+    plain = os.urandom(11) + bytes([crc >> 24]) + content
+    enc = bytearray()
+    for b in plain:
+        enc.append(b ^ stream_byte())
+        update(b)
+    fname = name.encode()
+    flags, method, mtime, mdate = 0x0001, 0, 0, 0x21
+    local = struct.pack("<IHHHHHIIIHH", 0x04034B50, 20, flags, method, mtime, mdate, crc,
+                        len(enc), len(content), len(fname), 0) + fname + bytes(enc)
+    central = struct.pack("<IHHHHHHIIIHHHHHII", 0x02014B50, 20, 20, flags, method, mtime, mdate,
+                          crc, len(enc), len(content), len(fname), 0, 0, 0, 0, 0, 0) + fname
+    end = struct.pack("<IHHHHIIH", 0x06054B50, 0, 0, 1, 1, len(central), len(local), 0)
+    data = local + central + end
+    # sanity: Python's own reader decrypts it with the password
+    with zipfile.ZipFile(io.BytesIO(data)) as z:
+        assert z.read(name, pwd=password) == content
+        assert z.infolist()[0].flag_bits & 1
+    return data
+
+
+def copies(token):
+    return [(e, d) for e, d in sink.messages() if token.encode() in d]
+
+
+def header_fields(data):
+    head = data.split(b"\r\n\r\n", 1)[0].decode("utf-8", "replace")
+    out = []
+    for line in head.split("\r\n"):
+        if line[:1] in (" ", "\t") and out:
+            out[-1] = (out[-1][0], out[-1][1] + " " + line.strip())
+        elif ":" in line:
+            name, _, value = line.partition(":")
+            out.append((name, value.strip()))
+    return out
+
+
+def values(data, name):
+    return [v for n, v in header_fields(data) if n.lower() == name.lower()]
+
+
+# ---------------------------------------------------------------- start-up and -t
+t.match(r"clamav: 4 signatures from %s loaded in \d+ ms" % re.escape(DB_A), pd.log(),
+        "the master logs how many signatures it loaded, from where")
+p = subprocess.run([POSTERND, "-t", "-c", pd.conf], capture_output=True, timeout=60)
+out = (p.stdout + p.stderr).decode("utf-8", "replace")
+t.eq(p.returncode, 0, "posternd -t with the test database: exit status 0")
+t.match(r"(?m)^posternd: clamav: 4 signatures load from %s$" % re.escape(DB_A), out,
+        "posternd -t says: clamav: 4 signatures load from DIR")
+
+# ---------------------------------------------------------------- viruses
+inner = zip_of([("readme.txt", b"just text\n"), ("eicar.txt", EICAR)])
+VIRUSES = [
+    ("EICAR as the plain-text body", SIG_EICAR, dict(body=EICAR + b"\r\n")),
+    ("EICAR as a base64 attachment", SIG_EICAR,
+     dict(parts=[("eicar.txt", "application/octet-stream", EICAR)])),
+    ("EICAR inside a zip", SIG_EICAR,
+     dict(parts=[("docs.zip", "application/zip", inner)])),
+    ("EICAR inside a zip inside a zip", SIG_EICAR,
+     dict(parts=[("outer.zip", "application/zip",
+                  zip_of([("notes.txt", b"notes\n"), ("inner.zip", inner)]))])),
+    ("our body signature (marker in a text part)", SIG_MARKER,
+     dict(body=b"Some text before " + MARKER + b" and after.\r\n")),
+    ("our hash signature (the blob as a base64 attachment)", SIG_BLOB,
+     dict(parts=[("blob.bin", "application/octet-stream", BLOB)])),
+]
+
+for label, sig, kw in VIRUSES:
+    for listener in ("discard", "reject", "quar"):
+        what = "%s, %s" % (label, listener)
+        tok, data = make("virus " + label, **kw)
+        r = transact(pd.ports[listener], ["user@example.com"], data)
+        mid = mail_id(r)
+        line = log_line(pd, listener, mid)
+        if listener == "discard":
+            t.match(r"^250 2\.7\.0 id=\w+, ", r.text, "%s: 250 2.7.0 (discarded)" % what)
+            t.match(r" verdict=discard ", line, "%s: log line verdict=discard" % what)
+        elif listener == "reject":
+            t.match(r"^554 5\.7\.0 id=\w+, Virus found: %s$" % sig, r.text,
+                    "%s: 554 5.7.0 Virus found: NAME" % what)
+            t.match(r" verdict=reject ", line, "%s: log line verdict=reject" % what)
+        else:
+            t.match(r"^250 2\.7\.0 id=%s, .*quarantined as %s" % (mid, mid), r.text,
+                    "%s: 250 quarantined as ID" % what)
+            t.ok(os.path.isfile(os.path.join(QDIR, mid)), "%s: quarantine file %s exists"
+                 % (what, mid), os.listdir(QDIR) if os.path.isdir(QDIR) else "no dir")
+            t.match(r" quarantine=\S*%s" % mid, line, "%s: log line quarantine=PATH" % what)
+        t.match(r" hits=(?:[^ ]*,)?clamav:%s(?:,[^ ]*)? " % sig, line,
+                "%s: log line hits name clamav:NAME" % what)
+        t.eq(len(copies(tok)), 0, "%s: nothing delivered" % what)
+
+# ---------------------------------------------------------------- banned files
+BANNED_CASES = [
+    (".exe inside a zip (by file name)", r"invoice\.pdf\.exe \(\w+\)",
+     dict(parts=[("invoice.zip", "application/zip",
+                  zip_of([("readme.txt", b"read me\n"),
+                          ("invoice.pdf.exe", b"not really a program, but the name says so\n")]))])),
+    ("an MZ executable named harmless.txt (by type MSEXE)", r"harmless\.txt \(MSEXE\)",
+     dict(parts=[("harmless.txt", "text/plain", MZ)])),
+    # libclamav does not look at files of 5 bytes or less: the name must still be listed
+    ("a 3-byte .exe inside a zip (by file name)", r"tiny\.exe \(\w+\)",
+     dict(parts=[("small.zip", "application/zip",
+                  zip_of([("readme.txt", b"read me\n"), ("tiny.exe", b"MZ\x90")]))])),
+    # an empty part is not scanned at all: it is listed from the MIME walk, typed by its
+    # Content-Type
+    ("an empty .exe attachment (by file name)", r"empty\.exe \(application/octet-stream\)",
+     dict(parts=[("empty.exe", "application/octet-stream", b"")])),
+]
+for label, what, kw in BANNED_CASES:
+    tok, data = make("banned " + label, **kw)
+    r = transact(pd.ports["reject"], ["user@example.com"], data)
+    t.match(r"^554 5\.7\.0 id=\w+, Banned file %s$" % what, r.text,
+            "banned %s: 554 5.7.0 Banned file NAME (TYPE)" % label)
+    t.match(r" verdict=reject .*hits=banned:", log_line(pd, "reject", mail_id(r)),
+            "banned %s: log line verdict=reject, hit banned:..." % label)
+    t.eq(len(copies(tok)), 0, "banned %s: nothing delivered" % label)
+
+# ---------------------------------------------------------------- msg:files()
+tok, data = make("file list", parts=[("outer.zip", "application/zip",
+                                      zip_of([("a.txt", b"first member\n"),
+                                              ("nested.zip",
+                                               zip_of([("b.txt", b"second member\n")]))]))])
+r = transact(pd.ports["files"], ["user@example.com"], data)
+t.eq(r.code, 250, "msg:files(): a clean nested zip passes")
+got = copies(tok)
+listing = values(got[0][1], "X-Files")[0] if got and values(got[0][1], "X-Files") else ""
+depth = {n: int(x) for n, x in re.findall(r"(\S+)@(\d+):\S+", listing)}
+t.ok(all(n in depth for n in ("outer.zip", "a.txt", "nested.zip", "b.txt")),
+     "msg:files() lists the attachment, the zip's members and the nested zip's members", listing)
+t.ok(depth.get("outer.zip", 99) < depth.get("a.txt", -1) == depth.get("nested.zip", -2) <
+     depth.get("b.txt", -3), "msg:files(): depth grows with nesting (attachment < member < "
+     "nested member)", listing)
+t.match(r"(?:^| )outer\.zip@\d+:ZIP(?: |$)", listing, "msg:files(): the type from the content (ZIP)")
+
+# ---------------------------------------------------------------- clean mail
+extra = (b"X-Virus-Scanned: forged by the client\r\nX-Virus-Status: Clean (client says)\r\n")
+tok, data = make("clean with attachment", extra=extra,
+                 parts=[("report.zip", "application/zip",
+                         zip_of([("report.txt", b"quarterly numbers\n" * 20)])),
+                        ("notes.txt", "text/plain", b"plain notes\r\n")])
+r = transact(pd.ports["reject"], ["user@example.com"], data)
+t.eq(r.code, 250, "clean message with attachments: 250")
+got = copies(tok)
+t.eq(len(got), 1, "clean message: delivered once")
+d = got[0][1] if got else b""
+t.eq(values(d, "X-Virus-Scanned"), ["postern (ClamAV) at filter.test"],
+     "clean message: X-Virus-Scanned: postern (ClamAV) at filter.test, the client's removed")
+t.eq(values(d, "X-Virus-Status"), [], "clean message: the client's X-Virus-Status removed")
+body = data.split(b"\r\n\r\n", 1)[1]
+t.ok(d.endswith(body), "clean message: the body is byte-identical", d[-300:])
+t.ok(b"X-Virus-Scanned: forged" not in d and b"\r\nX-Spec-Token: %s\r\n" % tok.encode() in d,
+     "clean message: only the client's X-Virus-* fields are gone, the others kept")
+t.match(r" verdict=pass .*result=passed ", log_line(pd, "reject", mail_id(r)),
+        "clean message: log line verdict=pass result=passed")
+
+# ---------------------------------------------------------------- encrypted zip
+try:
+    ezip = zipcrypto_zip("secret.txt", b"nothing to see, but nobody can tell\n")
+except AssertionError as e:
+    ezip = None
+    t.ok(False, "the hand-made encrypted zip reads back with Python's zipfile", repr(e))
+if ezip is not None:
+    tok, data = make("encrypted zip", parts=[("secret.zip", "application/zip", ezip)])
+    r = transact(pd.ports["inc"], ["user@example.com"], data)
+    t.match(r"^451 4\.7\.0 id=\w+, Virus scan incomplete, try again later$", r.text,
+            "encrypted zip: default clamav.on_incomplete (tempfail) -> 451 4.7.0")
+    line = log_line(pd, "inc", mail_id(r))
+    t.match(r" hits=clamav:unchecked ", line, "encrypted zip: log line hits clamav:unchecked")
+    t.match(r"policy inc: clamav: scan incomplete: Heuristics\.Encrypted", pd.log(),
+            "encrypted zip: the log says why (Heuristics.Encrypted...)")
+    t.eq(len(copies(tok)), 0, "encrypted zip: not delivered")
+    # the names inside an encrypted zip are in its directory: P.banned sees them
+    tok, data = make("encrypted banned", parts=[
+        ("secret.zip", "application/zip", zipcrypto_zip("payload.exe", b"MZ" + b"\x00" * 200))])
+    r = transact(pd.ports["banned_only"], ["user@example.com"], data)
+    t.match(r"^554 5\.7\.0 id=\w+, Banned file payload\.exe \(\w+\)$", r.text,
+            "an .exe inside an encrypted zip: P.banned sees the name (554 Banned file payload.exe)")
+    t.eq(len(copies(tok)), 0, "an .exe inside an encrypted zip: not delivered")
+    # an encrypted part must not hide a virus in another part either
+    tok, data = make("encrypted zip and eicar", parts=[
+        ("secret.zip", "application/zip", ezip),
+        ("eicar.txt", "application/octet-stream", EICAR)])
+    r = transact(pd.ports["inc"], ["user@example.com"], data)
+    line = log_line(pd, "inc", mail_id(r))
+    t.ok(re.match(r"^250 2\.7\.0 ", r.text) is not None and
+         re.search(r" verdict=discard .*hits=clamav:%s " % SIG_EICAR, line) is not None,
+         "encrypted zip and EICAR: the virus is found (discarded), not a 451 for the encrypted "
+         "part", "%s\n%s" % (r.text, line))
+    t.eq(len(copies(tok)), 0, "encrypted zip and EICAR: not delivered")
+
+# ---------------------------------------------------------------- limits: on_incomplete
+DEEP = zip_of([("l1.zip", zip_of([("l2.zip", zip_of([("l3.txt", b"deep down\n")]))]))])
+LIMITS = {"max_recursion": 2}
+inc = {}
+for value in ("tempfail", "pass", "reject"):
+    listeners = {"inc": {"policy": "inc.lua", "forward": FWD, "workers": 1}}
+    if value == "pass":
+        listeners["inc_reject"] = {"policy": "inc_reject.lua", "forward": FWD, "workers": 1}
+    cl = dict(LIMITS, database=database("db-" + value), on_incomplete=value)
+    inc[value] = Posternd(listeners, settings={"clamav": cl})
+    ALL.append(inc[value])
+
+for value, want in (("tempfail", r"^451 4\.7\.0 id=\w+, Virus scan incomplete, try again later$"),
+                    ("pass", r"^250 "),
+                    ("reject", r"^554 5\.7\.0 id=\w+, Message could not be scanned$")):
+    d = inc[value]
+    tok, data = make("deep zip " + value, parts=[("deep.zip", "application/zip", DEEP)])
+    r = transact(d.ports["inc"], ["user@example.com"], data)
+    t.match(want, r.text, "max_recursion exceeded, clamav.on_incomplete = %s: %s" %
+            (value, want[1:4]))
+    t.match(r" hits=clamav:unchecked ", log_line(d, "inc", mail_id(r)),
+            "max_recursion exceeded (%s): log line hits clamav:unchecked" % value)
+    t.match(r"clamav: scan incomplete: Heuristics\.Limits\.Exceeded\S* \(%s\)" % value, d.log(),
+            "max_recursion exceeded (%s): the log says the scan was incomplete, and what was done"
+            % value)
+    got = copies(tok)
+    if value == "pass":
+        t.eq(len(got), 1, "on_incomplete = pass: delivered once")
+        st = values(got[0][1], "X-Virus-Status") if got else []
+        t.ok(len(st) == 1 and re.match(r"^Unchecked \(.+\)$", st[0]) is not None,
+             "on_incomplete = pass: X-Virus-Status: Unchecked (...)", st)
+        t.ok(bool(got) and got[0][1].endswith(data.split(b"\r\n\r\n", 1)[1]),
+             "on_incomplete = pass: the body is byte-identical")
+        # P.clamav { on_error = "reject" } overrides the configured pass
+        tok2, data2 = make("deep zip override", parts=[("deep.zip", "application/zip", DEEP)])
+        r2 = transact(d.ports["inc_reject"], ["user@example.com"], data2)
+        t.match(r"^554 5\.7\.0 id=\w+, Message could not be scanned$", r2.text,
+                "P.clamav { on_error = \"reject\" } overrides clamav.on_incomplete = pass")
+        t.eq(len(copies(tok2)), 0, "... not delivered")
+        # a part that stops the scan must not hide a virus in another part
+        for first, label in (("deep", "the too-deep zip first"), ("eicar", "EICAR first")):
+            parts = [("deep.zip", "application/zip", DEEP),
+                     ("eicar.txt", "application/octet-stream", EICAR)]
+            if first == "eicar":
+                parts.reverse()
+            tok3, data3 = make("deep zip and eicar, %s first" % first, parts=parts)
+            r3 = transact(d.ports["inc"], ["user@example.com"], data3)
+            line3 = log_line(d, "inc", mail_id(r3))
+            t.ok(re.match(r"^250 2\.7\.0 ", r3.text) is not None and
+                 re.search(r" verdict=discard .*hits=clamav:%s " % SIG_EICAR, line3) is not None,
+                 "on_incomplete = pass, a too-deep zip and EICAR (%s): the virus is found and "
+                 "discarded, not passed as Unchecked" % label, "%s\n%s" % (r3.text, line3))
+            t.eq(len(copies(tok3)), 0, "on_incomplete = pass, too-deep zip and EICAR (%s): not "
+                 "delivered" % label)
+    else:
+        t.eq(len(got), 0, "on_incomplete = %s: not delivered" % value)
+    # under the same limit, plain mail is clean (the limit is not hit by every message)
+    tok, data = make("plain under limits " + value)
+    r = transact(d.ports["inc"], ["user@example.com"], data)
+    got = copies(tok)
+    t.ok(r.code == 250 and len(got) == 1 and values(got[0][1], "X-Virus-Status") == [],
+         "max_recursion = 2 (%s): a plain message is scanned clean and delivered" % value,
+         "%r %r" % (r, [values(x[1], "X-Virus-Status") for x in got]))
+
+# ---------------------------------------------------------------- a corrupt signature file
+BROKEN = "postern-broken.ndb"
+db_bad = database("db-bad")
+with open(os.path.join(db_bad, BROKEN), "w") as f:
+    f.write("this line is not a signature\n")
+bad = Posternd({"x": {"policy": "inc.lua", "forward": FWD, "workers": 1}},
+               settings={"clamav": {"database": db_bad}}, start=False)
+ALL.append(bad)
+try:
+    p = subprocess.run([POSTERND, "-f", "-c", bad.conf], capture_output=True, timeout=60)
+    rc, out = p.returncode, (p.stdout + p.stderr).decode("utf-8", "replace")
+except subprocess.TimeoutExpired as e:
+    rc, out = None, "still running after 60 s: " + repr(e)
+t.eq(rc, 1, "a corrupt signature file: posternd refuses to start (exit status 1)")
+t.ok(BROKEN in out, "a corrupt signature file: the output names the file", out)
+own = [l for l in out.splitlines() if l.startswith("posternd:") or "clamav.database" in l]
+t.ok(any(BROKEN in l for l in own),
+     "a corrupt signature file: posternd's own error line names the file "
+     "(not only libclamav's stderr chatter, which is lost when daemonized)", "\n".join(own) or out)
+p = subprocess.run([POSTERND, "-t", "-c", bad.conf], capture_output=True, timeout=60)
+out = (p.stdout + p.stderr).decode("utf-8", "replace")
+t.eq(p.returncode, 1, "posternd -t with a corrupt signature file: exit status 1")
+own = [l for l in out.splitlines() if l.startswith("posternd:")]
+t.ok(any(BROKEN in l for l in own), "posternd -t: its own error line names the file",
+     out)
+
+# SIGHUP on the running daemon with the corrupt file dropped in: the old engine stays
+shutil.copy(os.path.join(db_bad, BROKEN), os.path.join(DB_A, BROKEN))
+before = sorted(pd.children())
+mark = len(pd.log())
+pd.signal(signal.SIGHUP)
+m = pd.wait_log(r"reload failed, keeping the running configuration and signatures: [^\n]*", 15,
+                mark)
+t.ok(m is not None, "SIGHUP with a corrupt signature file: the log says the reload failed, "
+     "keeping the running configuration and signatures", pd.log()[mark:])
+t.ok(m is not None and BROKEN in m.group(0),
+     "SIGHUP with a corrupt signature file: that log line names the file",
+     m.group(0) if m else pd.log()[mark:])
+time.sleep(0.5)
+t.eq(sorted(pd.children()), before, "SIGHUP with a corrupt signature file: the workers are kept")
+t.ok(not re.search(r"reloaded \S+: generation", pd.log()[mark:]), "... no new generation")
+tok, data = make("after broken reload", parts=[("eicar.txt", "application/octet-stream", EICAR)])
+r = transact(pd.ports["reject"], ["user@example.com"], data)
+t.match(r"^554 5\.7\.0 id=\w+, Virus found: %s$" % SIG_EICAR, r.text,
+        "SIGHUP with a corrupt signature file: the running engine still catches EICAR")
+tok, data = make("clean after broken reload")
+r = transact(pd.ports["reject"], ["user@example.com"], data)
+t.ok(r.code == 250 and len(copies(tok)) == 1,
+     "SIGHUP with a corrupt signature file: clean mail still passes", r)
+
+# ---------------------------------------------------------------- the end
+for d in ALL:
+    if d.proc is None:
+        continue
+    t.ok(not re.search(r"died with signal|exited with status", d.log()),
+         "no worker crashed (%s)" % os.path.basename(d.logpath), d.log()[-3000:])
+    t.eq(d.spool_files(), [], "nothing left in the spool directory (%s)"
+         % os.path.basename(d.logpath))
+    t.eq(d.stop(), 0, "posternd stops with status 0 (%s)" % os.path.basename(d.logpath))
+t.done()

@@ -172,6 +172,42 @@ notify_refused(const struct decide_ctx *ctx, struct message *m)
 	return ok;
 }
 
+/*
+ * notify_leftovers - SMTP mode, after reinjection: refusals nobody was told of
+ *
+ * A copy whose every recipient forward refused is not a "mixed" transaction
+ * of its own, yet when other recipients were delivered (another copy) or
+ * discarded or quarantined, our client hears 250: the sender must get a
+ * notification for the refused ones, or they are lost without a trace. If
+ * it cannot be sent, the whole message is deferred: the delivered copies
+ * may then arrive twice, which beats a silent loss.
+ */
+static void
+notify_leftovers(const struct decide_ctx *ctx, struct message *m)
+{
+	struct recipient **left = xreallocarray(NULL, m->nrcpts, sizeof(*left));
+	size_t n = 0, accepted = 0;
+
+	for (size_t i = 0; i < m->nrcpts; i++) {
+		struct recipient *r = &m->rcpts[i];
+
+		if (r->added)
+			continue;
+		if (r->code / 100 == 2)
+			accepted++;
+		else if (r->code / 100 == 5 && !r->notified)
+			left[n++] = r;
+	}
+	if (n > 0 && accepted > 0 &&
+	    reinject_notify(ctx->ds, ctx->cfg, ctx->lc, ctx->client, m, left, n) < 0) {
+		log_warnx("%s: some recipients were refused by forward and the notification failed: "
+			  "deferring the message (copies already delivered may arrive twice)", m->id);
+		defer_all(m, 451, "451 4.3.0 some recipients were refused and the notification "
+			  "to the sender failed, try again later");
+	}
+	free(left);
+}
+
 /* decide_message - see decide.h */
 void
 decide_message(const struct decide_ctx *ctx, struct message *m)
@@ -202,4 +238,6 @@ decide_message(const struct decide_ctx *ctx, struct message *m)
 	start = stats_now_us();
 	reinject_message(ctx->ds, ctx->cfg, ctx->lc, ctx->client, m);
 	stats_observe(ctx->lc->name, STAGE_REINJECT, stats_now_us() - start);
+	if (!ctx->lc->is_lmtp)
+		notify_leftovers(ctx, m);
 }

@@ -85,11 +85,18 @@ log_is_json(void)
 	return log_json;
 }
 
-/* emit - one finished line: to syslog, or stamped to stderr */
+/*
+ * emit - one finished line: to syslog, or stamped to stderr
+ *
+ * The line is built whole, whatever its length (a summary of a thousand
+ * recipients), and written with one write(2): a JSON line cut short would
+ * not be JSON.
+ */
 static void
 emit(int prio, const char *tag, const char *text)
 {
-	char line[8800], stamp[40];
+	char stamp[40];
+	struct buf line;
 	size_t n;
 
 	if (!log_to_stderr) {
@@ -105,19 +112,16 @@ emit(int prio, const char *tag, const char *text)
 		n = strftime(stamp, sizeof(stamp), "%Y-%m-%dT%H:%M:%S", &tm);
 		snprintf(stamp + n, sizeof(stamp) - n, ".%03ldZ", ts.tv_nsec / 1000000);
 	}
+	buf_init(&line, 0);
 	if (log_json)
-		n = (size_t)snprintf(line, sizeof(line), "{\"time\":\"%s\",\"prog\":\"%s\",\"pid\":%ld,%s}\n",
-				     stamp, log_ident, (long)getpid(), text);
+		buf_appendf(&line, "{\"time\":\"%s\",\"prog\":\"%s\",\"pid\":%ld,%s}\n", stamp,
+			    log_ident, (long)getpid(), text);
 	else
-		n = (size_t)snprintf(line, sizeof(line), "%s %s[%ld]: %s: %s\n", stamp, log_ident,
-				     (long)getpid(), tag, text);
-	if (n >= sizeof(line)) {
-		n = sizeof(line) - 1;
-		line[n - 1] = '\n';
-	}
-	if (write(STDERR_FILENO, line, n) < 0) {
+		buf_appendf(&line, "%s %s[%ld]: %s: %s\n", stamp, log_ident, (long)getpid(), tag, text);
+	if (write(STDERR_FILENO, line.ptr, line.len) < 0) {
 		/* nowhere left to complain to */
 	}
+	buf_release(&line);
 }
 
 /*

@@ -86,6 +86,7 @@ struct recipient {
 	int	code;		/* final reply code for this recipient (0 = none yet) */
 	char   *reply;		/* final reply text "250 2.0.0 ...", owned */
 	bool	own_reply;	/* the reply is postern's own, not forward's */
+	bool	notified;	/* a delivery status notification told the sender of it */
 };
 
 struct message {

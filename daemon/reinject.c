@@ -683,8 +683,11 @@ send_notification(struct downstream *ds, const struct config *cfg, const struct 
 	*why_r = NULL;
 	for (size_t i = 0; i < nfailed; i++)
 		nnotify += dsn_wanted(m, failed[i]);
-	if (nnotify == 0)
+	if (nnotify == 0) {
+		for (size_t i = 0; i < nfailed; i++)
+			failed[i]->notified = true;	/* none is due: the sender asked for none */
 		return 0;
+	}
 	buf_init(&dsn, 0);
 	dsn_build(m, failed, nfailed, cfg->hostname, lc->forward, &dsn);
 	nt.prefix = dsn.ptr;
@@ -697,9 +700,12 @@ send_notification(struct downstream *ds, const struct config *cfg, const struct 
 		log_warnx("%s: delivery status notification to <%s> failed: %s", m->id, e_to, e_reply);
 		*why_r = xstrdup(bounce_to.reply ? bounce_to.reply : "no reply");
 		rc = -1;
-	} else
+	} else {
 		log_info("%s: delivery status notification for %zu refused recipient(s) sent to <%s>: %s",
 			 m->id, nfailed, e_to, e_reply);
+		for (size_t i = 0; i < nfailed; i++)
+			failed[i]->notified = true;
+	}
 	free(e_to);
 	free(e_reply);
 	free(bounce_to.reply);

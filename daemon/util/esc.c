@@ -38,6 +38,41 @@ esc_logs(const char *s)
 }
 
 /*
+ * utf8_len - length of the valid UTF-8 character at p (RFC 3629 section 4), or 0
+ *
+ * Overlong forms, surrogates and code points past U+10FFFF are not valid.
+ */
+static size_t
+utf8_len(const unsigned char *p)
+{
+	unsigned char lo = 0x80, hi = 0xbf;
+	size_t n;
+
+	if (*p >= 0xc2 && *p <= 0xdf)
+		n = 2;
+	else if (*p >= 0xe0 && *p <= 0xef) {
+		n = 3;
+		if (*p == 0xe0)
+			lo = 0xa0;	/* overlong */
+		else if (*p == 0xed)
+			hi = 0x9f;	/* surrogates */
+	} else if (*p >= 0xf0 && *p <= 0xf4) {
+		n = 4;
+		if (*p == 0xf0)
+			lo = 0x90;	/* overlong */
+		else if (*p == 0xf4)
+			hi = 0x8f;	/* past U+10FFFF */
+	} else
+		return 0;
+	if (p[1] < lo || p[1] > hi)
+		return 0;
+	for (size_t i = 2; i < n; i++)
+		if ((p[i] & 0xc0) != 0x80)
+			return 0;
+	return n;
+}
+
+/*
  * esc_json - append s as the body of a JSON string (without the quotes)
  *
  * Quote, backslash and control bytes are escaped; a byte that is not part
@@ -59,10 +94,7 @@ esc_json(struct buf *out, const char *s)
 		else if (*p < 0x80)
 			buf_append(out, p, 1);
 		else {
-			n = *p >= 0xf0 && *p < 0xf5 ? 4 : *p >= 0xe0 ? 3 : *p >= 0xc2 && *p < 0xe0 ? 2 : 0;
-			for (size_t i = 1; i < n; i++)
-				if ((p[i] & 0xc0) != 0x80)
-					n = 0;
+			n = utf8_len(p);
 			if (n > 0) {
 				buf_append(out, p, n);
 				p += n;

@@ -50,12 +50,24 @@ log_init(const char *ident, bool to_stderr, const char *facility)
 		openlog(ident, LOG_PID | LOG_NDELAY, fac);
 }
 
+static bool log_level_pinned;		/* posternd -d: a reload does not lower it */
+
+/* log_pin_debug - debug level for good (posternd -d), whatever log_level says */
+void
+log_pin_debug(void)
+{
+	log_min = LOG_LEVEL_DEBUG;
+	log_level_pinned = true;
+}
+
 /* log_set_level - "debug", "info", "warn" or "error"; -1 if unknown */
 int
 log_set_level(const char *name)
 {
 	static const char *names[] = { "debug", "info", "warn", "error" };
 
+	if (log_level_pinned)
+		return 0;
 	for (int i = 0; i < 4; i++)
 		if (strcasecmp(name, names[i]) == 0) {
 			log_min = (enum log_level)i;

@@ -21,6 +21,7 @@ enum log_level {
 
 void log_init(const char *ident, bool to_stderr, const char *facility);
 int log_set_level(const char *name);
+void log_pin_debug(void);
 void log_debug(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void log_info(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void log_warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));

@@ -268,7 +268,10 @@ main(int argc, char **argv)
 		log_fatal("%s: running as root needs key 'user' (the account postern runs as)", path);
 	if (!foreground)
 		log_init("posternd", false, cfg->syslog_facility);
-	log_set_level(debug ? "debug" : cfg->log_level);
+	if (debug)
+		log_pin_debug();
+	else
+		log_set_level(cfg->log_level);
 	log_set_json(strcmp(cfg->log_format, "json") == 0);
 	if (as_root)
 		lookup_ids(cfg, &uid, &gid);

@@ -25,6 +25,7 @@
 #include "policy.h"
 #include "control.h"
 #include "metrics.h"
+#include "notify.h"
 #include "smtp_server.h"
 #include "stats.h"
 #include "spool.h"
@@ -595,6 +596,8 @@ master_run(struct config *cfg, struct policy **policies, struct clam_engine *cla
 			 cfg->listeners[i].name, cfg->listeners[i].is_lmtp ? "LMTP" : "SMTP",
 			 cfg->listeners[i].listen, cfg->listeners[i].forward, cfg->listeners[i].workers,
 			 policies[i] ? policy_path(policies[i]) : "none (every message passes)");
+	fill_pools(&m);
+	notify_ready();	/* Type=notify: the first generation's workers are started */
 	for (;;) {
 		struct pollfd pfd[3] = {
 			{ .fd = sig_pipe[0], .events = POLLIN },
@@ -617,12 +620,15 @@ master_run(struct config *cfg, struct policy **policies, struct clam_engine *cla
 			reap(&m);
 		}
 		if (got_term) {
+			notify_stopping();
 			drain(&m);
 			break;
 		}
 		if (got_hup) {
 			got_hup = 0;
+			notify_reloading();
 			reload(&m);
+			notify_ready();
 		} else
 			check_signatures(&m);
 	}

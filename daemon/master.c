@@ -440,8 +440,8 @@ switch_generation(struct master *m, struct config *cfg, struct policy **policies
 	stats_reload(true, clam ? clam_engine_signatures(clam) : 0, new_engine);
 	log_info("%s: generation %d, %zu listener(s)", why, m->generation, cfg->nlisteners);
 	fill_pools(m);
-	/* the old generation finishes its sessions and leaves */
-	signal_workers(m, SIGTERM, m->generation);
+	/* the old generation finishes its sessions, to the client's QUIT, and leaves */
+	signal_workers(m, SIGUSR1, m->generation);
 }
 
 /* reload - SIGHUP: a new generation on a new config, or keep the old one */

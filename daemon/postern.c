@@ -7,6 +7,7 @@
  * postern [-c FILE] quarantine list
  * postern [-c FILE] quarantine show MAIL_ID
  * postern [-c FILE] quarantine delete MAIL_ID
+ * postern [-c FILE] postfix-config [--main | --master] [--inbound NAME] [--submission NAME]
  * postern -V
  *
  * A separate program from posternd: it reads the same configuration, then
@@ -34,6 +35,7 @@
 #include "dryrun.h"
 #include "log.h"
 #include "message.h"
+#include "postfix_config.h"
 #include "quarantine.h"
 #include "reinject.h"
 #include "spool.h"
@@ -65,6 +67,7 @@ static int cmd_release(const struct context *ctx, int argc, char **argv);
 static int cmd_quarantine_list(const struct context *ctx, int argc, char **argv);
 static int cmd_quarantine_show(const struct context *ctx, int argc, char **argv);
 static int cmd_quarantine_delete(const struct context *ctx, int argc, char **argv);
+static int cmd_postfix_config(const struct context *ctx, int argc, char **argv);
 
 static const struct command commands[] = {
 	{ "test", cmd_test, "[--policy FILE | --listener NAME] [--from ADDR] [--rcpt ADDR]... "
@@ -82,6 +85,9 @@ static const struct command commands[] = {
 	  "print a quarantined message's envelope, then the message" },
 	{ "quarantine delete", cmd_quarantine_delete, "MAIL_ID",
 	  "delete a quarantined message" },
+	{ "postfix-config", cmd_postfix_config,
+	  "[--main | --master] [--inbound NAME] [--submission NAME]",
+	  "print the main.cf and master.cf lines that put postern into Postfix" },
 	{ NULL, NULL, NULL, NULL },
 };
 
@@ -559,6 +565,56 @@ cmd_quarantine_delete(const struct context *ctx, int argc, char **argv)
 		printf("%s: deleted from quarantine\n", argv[0]);
 		status = 0;
 	}
+	config_free(cfg);
+	return status;
+}
+
+/*
+ * cmd_postfix_config - the Postfix settings for the configuration's listeners
+ *
+ * --main and --master print only that file's parts; --inbound NAME names
+ * the listener of main.cf's content_filter (default "external"),
+ * --submission NAME the one of the submission service (default "outgoing").
+ */
+static int
+cmd_postfix_config(const struct context *ctx, int argc, char **argv)
+{
+	struct postfix_config_opts o = { 0 };
+	struct config *cfg;
+	int status;
+
+	for (int i = 0; i < argc; i++) {
+		const char **name = NULL;
+		const char *arg = argv[i];
+
+		if (strcmp(arg, "--main") == 0)
+			o.main = true;
+		else if (strcmp(arg, "--master") == 0)
+			o.master = true;
+		else if (strcmp(arg, "--inbound") == 0 || strncmp(arg, "--inbound=", 10) == 0)
+			name = &o.inbound;
+		else if (strcmp(arg, "--submission") == 0 || strncmp(arg, "--submission=", 13) == 0)
+			name = &o.submission;
+		else {
+			fprintf(stderr, "postern: unknown argument '");
+			print_escaped(stderr, arg);
+			fprintf(stderr, "'\n");
+			command_usage(ctx, NULL);
+		}
+		if (name == NULL)
+			continue;
+		if (strchr(arg, '=') != NULL)
+			*name = strchr(arg, '=') + 1;
+		else if (i + 1 < argc)
+			*name = argv[++i];
+		else
+			command_usage(ctx, "--inbound and --submission need a listener name");
+		if (**name == '\0')
+			command_usage(ctx, "empty listener name");
+	}
+	if ((cfg = load_config(ctx)) == NULL)
+		return 1;
+	status = postfix_config_print(cfg, stdout, &o) == 0 ? 0 : 1;
 	config_free(cfg);
 	return status;
 }

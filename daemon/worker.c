@@ -29,6 +29,7 @@
 #define WORKER_POLL_MS	1000	/* how often an idle worker looks at its parent */
 
 static int listen_fd_to_close = -1;	/* our copy of the listening socket */
+static volatile sig_atomic_t retiring;	/* SIGUSR1: no new session, this one ends normally */
 
 /*
  * on_term - SIGTERM/SIGINT: finish the session in progress, then leave
@@ -49,6 +50,25 @@ on_term(int sig)
 	}
 }
 
+/*
+ * on_retire - SIGUSR1: a reload replaced our generation
+ *
+ * Unlike SIGTERM the session in progress is not cut short, idle or not: it
+ * goes on until the client quits (as Postfix's smtpd does on postfix
+ * reload), so an MTA that keeps its connection open never sees a 421 for a
+ * reload. No new session is accepted: the listening socket is closed here.
+ */
+static void
+on_retire(int sig)
+{
+	(void)sig;
+	retiring = 1;
+	if (listen_fd_to_close >= 0) {
+		close(listen_fd_to_close);
+		listen_fd_to_close = -1;
+	}
+}
+
 /* worker_signals - the master's handlers do not apply here */
 static void
 worker_signals(void)
@@ -60,6 +80,8 @@ worker_signals(void)
 	sigemptyset(&sa.sa_mask);
 	sigaction(SIGTERM, &sa, NULL);
 	sigaction(SIGINT, &sa, NULL);
+	sa.sa_handler = on_retire;
+	sigaction(SIGUSR1, &sa, NULL);
 	sa.sa_handler = SIG_IGN;
 	sigaction(SIGHUP, &sa, NULL);
 	sigaction(SIGPIPE, &sa, NULL);
@@ -91,7 +113,7 @@ wait_for_client(int ep, long idle_left_ms)
 	if (idle_left_ms >= 0 && idle_left_ms < timeout)
 		timeout = (int)idle_left_ms;
 	n = epoll_wait(ep, &ev, 1, timeout);
-	if (io_stop_requested)
+	if (io_stop_requested || retiring)
 		return -1;
 	if (n < 0 && errno != EINTR)
 		log_panic("epoll_wait on the listening socket: %s", strerror(errno));
@@ -112,7 +134,7 @@ worker_main(const struct config *cfg, const struct listener_cfg *lc, const struc
 	worker_signals();
 	if (getppid() != parent)	/* the master died before prctl took effect */
 		exit(0);
-	while (sessions < lc->max_sessions && !io_stop_requested) {
+	while (sessions < lc->max_sessions && !io_stop_requested && !retiring) {
 		struct sockaddr_storage peer;
 		socklen_t plen = sizeof(peer);
 		int fd, rc, one = 1;

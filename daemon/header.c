@@ -36,6 +36,7 @@
 
 #include "header.h"
 #include "util/buf.h"
+#include "util/digits.h"
 #include "util/xalloc.h"
 
 #define HEADER_READ_SIZE (64 * 1024)	/* bytes per pread() while looking for the empty line */
@@ -637,36 +638,6 @@ parse_word(const char *s, size_t n, struct word *w)
 	return i + 2;
 }
 
-/* hex_value - value of one hex digit, or -1 */
-static int
-hex_value(unsigned char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
-
-/* b64_value - value of one base64 digit, or -1 */
-static int
-b64_value(unsigned char c)
-{
-	if (c >= 'A' && c <= 'Z')
-		return c - 'A';
-	if (c >= 'a' && c <= 'z')
-		return c - 'a' + 26;
-	if (c >= '0' && c <= '9')
-		return c - '0' + 52;
-	if (c == '+')
-		return 62;
-	if (c == '/')
-		return 63;
-	return -1;
-}
-
 /*
  * word_bytes - decode the word's text into d->word; false if malformed
  *
@@ -688,7 +659,7 @@ word_bytes(struct decoder *d, const struct word *w)
 			if (c == '_')
 				c = ' ';
 			else if (c == '=' && i + 2 < w->text_len &&
-			    (hi = hex_value(t[i + 1])) >= 0 && (lo = hex_value(t[i + 2])) >= 0) {
+			    (hi = digit_hex(t[i + 1])) >= 0 && (lo = digit_hex(t[i + 2])) >= 0) {
 				c = (char)(hi << 4 | lo);
 				i += 2;
 			}
@@ -701,7 +672,7 @@ word_bytes(struct decoder *d, const struct word *w)
 		bool padding = false;
 
 		for (size_t i = 0; i < w->text_len; i++) {
-			int v = b64_value(t[i]);
+			int v = digit_b64(t[i]);
 
 			if (t[i] == '=') {
 				padding = true;

@@ -18,6 +18,7 @@
 #include "message.h"
 #include "mime.h"
 #include "spool.h"
+#include "util/digits.h"
 #include "util/xalloc.h"
 
 const char *const xforward_names[XF_COUNT] = {
@@ -197,19 +198,6 @@ client_release(struct client *c)
 	c->helo = NULL;
 }
 
-/* hexval - value of a hex digit, -1 if none */
-static int
-hexval(int c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	return -1;
-}
-
 /* xtext_decode - RFC 3461 xtext ("+2B" for '+') into a fresh string; -1 if malformed */
 int
 xtext_decode(const char *in, char **out_r)
@@ -218,7 +206,7 @@ xtext_decode(const char *in, char **out_r)
 
 	for (const char *p = in; *p; p++) {
 		if (*p == '+') {
-			int hi = hexval((unsigned char)p[1]), lo = hi < 0 ? -1 : hexval((unsigned char)p[2]);
+			int hi = digit_hex((unsigned char)p[1]), lo = hi < 0 ? -1 : digit_hex((unsigned char)p[2]);
 
 			if (hi < 0 || lo < 0 || (hi == 0 && lo == 0)) {
 				free(out);

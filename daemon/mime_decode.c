@@ -20,6 +20,7 @@
 
 #include "mime.h"
 #include "mime_int.h"
+#include "util/digits.h"
 #include "util/xalloc.h"
 
 #define QP_WSP_MAX	1024		/* whitespace held back by the QP decoder in case a line end follows */
@@ -77,23 +78,6 @@ give(struct content *c, const char *p, size_t n)
 	c->given += n;
 }
 
-/* b64_value - value of one base64 digit, or -1 */
-static int
-b64_value(unsigned char c)
-{
-	if (c >= 'A' && c <= 'Z')
-		return c - 'A';
-	if (c >= 'a' && c <= 'z')
-		return c - 'a' + 26;
-	if (c >= '0' && c <= '9')
-		return c - '0' + 52;
-	if (c == '+')
-		return 62;
-	if (c == '/')
-		return 63;
-	return -1;
-}
-
 /* b64_flush - the bytes of an incomplete last quantum */
 static void
 b64_flush(struct content *c)
@@ -117,7 +101,7 @@ static void
 b64_feed(struct content *c, const char *p, size_t n)
 {
 	for (size_t i = 0; i < n && !c->b64_ended; i++) {
-		int v = b64_value((unsigned char)p[i]);
+		int v = digit_b64((unsigned char)p[i]);
 
 		if (p[i] == '=') {
 			b64_flush(c);

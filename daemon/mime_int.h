@@ -17,6 +17,7 @@
 #include <stddef.h>
 
 #include "util/buf.h"
+#include "util/digits.h"
 
 #define MIME_READ_SIZE	(64 * 1024)	/* bytes per pread(), for the walk and for content */
 #define PARAMS_MAX	64		/* parameters of one field looked at; real fields have a handful */
@@ -37,18 +38,8 @@ struct mime_field {
 	size_t	nparams;		/* entries used */
 };
 
-/* mime_hex_value - value of one hex digit, or -1 */
-static inline int
-mime_hex_value(unsigned char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
+/* the hex digits of %XX and =XX */
+#define mime_hex_value digit_hex
 
 /* mime_param.c */
 void mime_param_parse(const char *s, size_t n, bool has_subtype, struct mime_field *fv);

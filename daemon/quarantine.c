@@ -44,6 +44,7 @@
 #include "quarantine.h"
 #include "spool.h"
 #include "util/buf.h"
+#include "util/digits.h"
 #include "util/xalloc.h"
 
 #define QUARANTINE_MAGIC	"postern-quarantine 1"
@@ -315,19 +316,6 @@ out:
 	return rc;
 }
 
-/* hexval - value of a lower- or upper-case hex digit, -1 if none */
-static int
-hexval(int c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
-
 /* decode_field - undo append_field on (p, len); NULL on a raw control byte or bad escape */
 static char *
 decode_field(const char *p, size_t len)
@@ -342,8 +330,8 @@ decode_field(const char *p, size_t len)
 		if (c == '\\') {
 			int hi, lo;
 
-			if (len - i < 4 || p[i + 1] != 'x' || (hi = hexval((unsigned char)p[i + 2])) < 0 ||
-			    (lo = hexval((unsigned char)p[i + 3])) < 0 || (hi == 0 && lo == 0))
+			if (len - i < 4 || p[i + 1] != 'x' || (hi = digit_hex((unsigned char)p[i + 2])) < 0 ||
+			    (lo = digit_hex((unsigned char)p[i + 3])) < 0 || (hi == 0 && lo == 0))
 				goto bad;
 			*o++ = (char)(hi * 16 + lo);
 			i += 3;

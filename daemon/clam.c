@@ -119,6 +119,13 @@ set_limits(struct cl_engine *engine, const struct clamav_cfg *cc, const char *tm
 			*error_r = xasprintf("clamav.%s: %s", nums[i].name, cl_strerror(rc));
 			return -1;
 		}
+	if (cc->disable_cache &&
+	    (rc = cl_engine_set_num(engine, CL_ENGINE_DISABLE_CACHE, 1)) != CL_SUCCESS) {
+		*error_r = xasprintf("clamav.disable_cache: %s", cl_strerror(rc));
+		return -1;
+	}
+	if (cc->temp_dir != NULL)
+		tmpdir = cc->temp_dir;
 	/* archive members are unpacked here: our own directory, not a shared /tmp */
 	if (tmpdir != NULL && (rc = cl_engine_set_str(engine, CL_ENGINE_TMPDIR, tmpdir)) != CL_SUCCESS) {
 		*error_r = xasprintf("clamav: temporary directory %s: %s", tmpdir, cl_strerror(rc));

@@ -43,6 +43,7 @@ enum key_type {
 	KT_STRLIST,		/* list of strings: { "example.com", ".example.net" } */
 	KT_ONERROR,		/* "tempfail", "pass" or "reject" */
 	KT_LOGFORMAT,		/* "text" or "json" */
+	KT_BOOL,		/* true or false (also "true"/"false" from -o) */
 };
 
 struct key {
@@ -73,6 +74,11 @@ static const struct key clamav_keys[] = {
 	  "seconds one message's scan may take", NULL },
 	{ "self_check", KT_SECONDS, G(clamav.self_check_ms), "600", 0, 86400000,
 	  "seconds between checks of the database directory for new signatures (0: only SIGHUP)", NULL },
+	{ "temp_dir", KT_STRING, G(clamav.temp_dir), NULL, 0, 0,
+	  "where libclamav unpacks what it scans (two files per message); default spool_dir. "
+	  "A tmpfs here roughly halves the scan's cost (bench/README.md)", NULL },
+	{ "disable_cache", KT_BOOL, G(clamav.disable_cache), "false", 0, 0,
+	  "turn off libclamav's cache of clean files (clamd's DisableCache), for benchmarks", NULL },
 	{ "on_incomplete", KT_ONERROR, G(clamav.on_incomplete), "tempfail", 0, 0,
 	  "what P.clamav does when a scan cannot finish (limits, encrypted archive, engine error): "
 	  "tempfail, pass (with X-Virus-Status: Unchecked) or reject", NULL },
@@ -338,7 +344,8 @@ set_value(lua_State *L, int idx, const struct key *k, void *base)
 	if (k->type == KT_SECTION)
 		return set_section(L, idx, k, base);
 	if (k->type != KT_NETLIST && k->type != KT_INT && k->type != KT_SECONDS &&
-	    k->type != KT_SIZE && k->type != KT_STRLIST && lua_type(L, idx) != LUA_TSTRING)
+	    k->type != KT_SIZE && k->type != KT_STRLIST && k->type != KT_BOOL &&
+	    lua_type(L, idx) != LUA_TSTRING)
 		return "expected a string";
 	if (lua_type(L, idx) == LUA_TSTRING)
 		s = lua_tostring(L, idx);
@@ -372,6 +379,14 @@ set_value(lua_State *L, int idx, const struct key *k, void *base)
 		return set_netlist(L, idx, base);
 	case KT_STRLIST:
 		return set_strlist(L, idx, slot);
+	case KT_BOOL:
+		if (lua_type(L, idx) == LUA_TBOOLEAN)
+			*(long *)slot = lua_toboolean(L, idx);
+		else if (s != NULL && (strcmp(s, "true") == 0 || strcmp(s, "false") == 0))
+			*(long *)slot = strcmp(s, "true") == 0;
+		else
+			return "expected true or false";
+		return NULL;
 	case KT_LOGFORMAT:
 		if (strcmp(s, "text") != 0 && strcmp(s, "json") != 0)
 			return "expected \"text\" or \"json\"";
@@ -875,6 +890,7 @@ config_free(struct config *cfg)
 	free(cfg->quarantine_dir);
 	free(cfg->clamav.database);
 	free(cfg->clamav.on_incomplete);
+	free(cfg->clamav.temp_dir);
 	free(cfg->spamd.address);
 	free(cfg->metrics_listen);
 	free(cfg->control_socket);

@@ -58,6 +58,8 @@ struct clamav_cfg {
 	long	max_scan_time_ms;	/* CL_ENGINE_MAX_SCANTIME */
 	long	self_check_ms;		/* database directory check interval; 0: off */
 	char   *on_incomplete;		/* "tempfail", "pass" or "reject" */
+	char   *temp_dir;		/* where libclamav unpacks; NULL: spool_dir */
+	long	disable_cache;		/* no cache of clean files */
 };
 
 struct spamd_cfg {

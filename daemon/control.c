@@ -1,16 +1,34 @@
 /*
- * control - the control socket: `postern status` and `postern reload` talk to the master here
+ * control - the control socket: the postern command talks to the master here
  *
  * A unix stream socket at control_socket, mode 0660, owned by the user and
  * group posternd runs as, so root and that group may use it and nobody
- * else. One command per connection, one line ("status", "reload", "ping"),
- * answered with text and a close. The master serves it from its poll loop
- * with short bounds, like metrics.c: a client that never writes costs the
- * master CONTROL_IO_MS, never a worker anything.
+ * else. One request per connection: one line of words separated by TABs
+ * (so an address with a space stays one word), then the answer and a close.
  *
- * control_request() is the client side, for the postern command.
+ * "status", "reload" and "ping" are answered by the master itself, with
+ * text, from its poll loop with short bounds like metrics.c: a client that
+ * never writes costs the master CONTROL_IO_MS, never a worker anything.
+ *
+ * "release ..." and "quarantine list|show|delete ..." take longer (a
+ * release talks to forward, a show streams a whole message), so the master
+ * hands the connection to a child it forks (control_admin_child), which
+ * runs quarantine_admin.c as the daemon's user with the daemon's
+ * configuration. Its answer is framed, because the client must tell the
+ * command's output from its error messages and learn its exit status:
+ *
+ *	"1 LEN\n" then LEN bytes for standard output,
+ *	"2 LEN\n" then LEN bytes for standard error,
+ *	"x STATUS\n" last: the exit status (0 done, 1 failed, 2 usage).
+ *
+ * A framed answer without its "x" line was cut short, and the client says so.
+ *
+ * control_request() and control_request_framed() are the client side, for
+ * the postern command.
  */
 #include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -22,11 +40,23 @@
 #include <unistd.h>
 
 #include "control.h"
+#include "log.h"
+#include "quarantine_admin.h"
 #include "verdict.h"
 #include "util/xalloc.h"
 
 #define CONTROL_IO_MS		500	/* per command read and per answer write */
 #define CONTROL_ANSWER_MAX	(1024 * 1024)
+#define CONTROL_LINE_MAX	8192	/* a request line, with every --rcpt of a release */
+#define CONTROL_WORDS_MAX	512	/* words in it */
+#define ADMIN_SEND_MS		30000	/* a child's write to a client that stopped reading */
+/*
+ * A child's whole life, then SIGALRM ends it: a backstop only, since every
+ * step of a release already has its forward_timeout. An hour is longer than
+ * any release the defaults allow in practice, and the client waits as long.
+ */
+#define ADMIN_MAX_S		3600
+#define FRAME_MAX		(16 * 1024 * 1024) /* the client's bound on one record */
 
 /* fill_sun - a unix address for path; -1 with errno when too long */
 static int
@@ -165,81 +195,307 @@ send_bounded(int fd, const char *p, size_t len)
 	}
 }
 
-/*
- * control_serve - answer one client of listening socket lfd
- *
- * Returns CONTROL_RELOAD when the client asked for a reload (the master
- * does it and the client has heard "ok"), else CONTROL_NONE.
- */
-enum control_action
-control_serve(int lfd, const struct stats *st)
+/* read_line - the request line, NUL-terminated, without its end; false when none came */
+static bool
+read_line(int fd, char *line, size_t size)
 {
-	enum control_action action = CONTROL_NONE;
-	char cmd[128];
 	size_t have = 0;
-	struct buf out;
-	int fd = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
 
-	if (fd < 0)
-		return CONTROL_NONE;
-	while (have < sizeof(cmd) - 1) {
+	while (have < size - 1) {
 		struct pollfd pfd = { .fd = fd, .events = POLLIN };
 		ssize_t n;
 
 		if (poll(&pfd, 1, CONTROL_IO_MS) != 1 ||
-		    (n = recv(fd, cmd + have, sizeof(cmd) - 1 - have, 0)) <= 0)
+		    (n = recv(fd, line + have, size - 1 - have, 0)) <= 0)
 			break;
 		have += (size_t)n;
-		if (memchr(cmd, '\n', have) != NULL)
+		if (memchr(line, '\n', have) != NULL)
 			break;
 	}
-	cmd[have] = '\0';
-	cmd[strcspn(cmd, "\r\n")] = '\0';
+	line[have] = '\0';
+	if (memchr(line, '\n', have) == NULL)
+		return false;	/* cut short, too long, or never finished */
+	line[strcspn(line, "\r\n")] = '\0';
+	return true;
+}
+
+/* peer_uid - the client's user id, or -1 */
+static long
+peer_uid(int fd)
+{
+	struct ucred cred;
+	socklen_t len = sizeof(cred);
+
+	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0)
+		return -1;
+	return (long)cred.uid;
+}
+
+/*
+ * control_serve - answer one client of listening socket lfd
+ *
+ * Returns CONTROL_RELOAD when the client asked for a reload (the master
+ * does it and the client has heard "ok"), CONTROL_ADMIN when it asked for
+ * a quarantine command: then *req holds the connection and the line, for
+ * the master to fork control_admin_child() or to refuse with
+ * control_admin_refuse(); else CONTROL_NONE.
+ */
+enum control_action
+control_serve(int lfd, const struct stats *st, struct control_request *req)
+{
+	enum control_action action = CONTROL_NONE;
+	char *line = xmalloc(CONTROL_LINE_MAX);
+	struct buf out;
+	size_t first;
+	int fd = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+
+	if (fd < 0) {
+		free(line);
+		return CONTROL_NONE;
+	}
 	buf_init(&out, 0);
-	if (strcmp(cmd, "status") == 0)
+	if (!read_line(fd, line, CONTROL_LINE_MAX)) {
+		buf_appends(&out, "error: no complete request line (one line, at most 8191 bytes)\n");
+		goto answer;
+	}
+	first = strcspn(line, "\t");
+	if (strcmp(line, "status") == 0)
 		control_render_status(st, &out);
-	else if (strcmp(cmd, "reload") == 0) {
+	else if (strcmp(line, "reload") == 0) {
 		buf_appends(&out, "ok: reloading (the log says how it went; postern status shows it)\n");
 		action = CONTROL_RELOAD;
-	} else if (strcmp(cmd, "ping") == 0)
+	} else if (strcmp(line, "ping") == 0)
 		buf_appends(&out, "pong\n");
-	else
-		buf_appends(&out, "error: unknown command (status, reload, ping)\n");
+	else if (line[first] == '\t' && (line[first] = '\0', qadmin_is_command(line))) {
+		line[first] = '\t';
+		req->fd = fd;
+		req->line = line;
+		req->uid = peer_uid(fd);
+		buf_release(&out);
+		return CONTROL_ADMIN;
+	} else
+		buf_appends(&out, "error: unknown command (status, reload, ping, release, quarantine)\n");
+answer:
 	send_bounded(fd, out.ptr, out.len);
 	buf_release(&out);
+	free(line);
 	close(fd);
 	return action;
 }
 
+/* write_all - all of p to blocking fd; -1 with errno (the send timeout included) */
+static int
+write_all(int fd, const char *p, size_t len)
+{
+	while (len > 0) {
+		ssize_t n = send(fd, p, len, MSG_NOSIGNAL);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			return -1;
+		p += n;
+		len -= (size_t)n;
+	}
+	return 0;
+}
+
+/* a framed stream: which record type its bytes go out as, on which socket */
+struct frame_stream {
+	int	fd;
+	int	channel;		/* 1 standard output, 2 standard error */
+};
+
+/* frame_write - fopencookie's write: one record per buffer the stream flushes */
+static ssize_t
+frame_write(void *cookie, const char *p, size_t len)
+{
+	struct frame_stream *f = cookie;
+	char head[32];
+	int n = snprintf(head, sizeof(head), "%d %zu\n", f->channel, len);
+
+	if (len == 0)
+		return 0;
+	if (write_all(f->fd, head, (size_t)n) < 0 || write_all(f->fd, p, len) < 0)
+		return -1;
+	return (ssize_t)len;
+}
+
+/* frame_close - fopencookie's close */
+static int
+frame_close(void *cookie)
+{
+	free(cookie);
+	return 0;
+}
+
+/* frame_open - a stdio stream whose bytes go to fd as records of channel */
+static FILE *
+frame_open(int fd, int channel)
+{
+	cookie_io_functions_t io = { .write = frame_write, .close = frame_close };
+	struct frame_stream *f = xmalloc(sizeof(*f));
+	FILE *stream;
+
+	f->fd = fd;
+	f->channel = channel;
+	if ((stream = fopencookie(f, "w", io)) == NULL) {
+		free(f);
+		return NULL;
+	}
+	setvbuf(stream, NULL, _IOFBF, 64 * 1024);
+	return stream;
+}
+
+/* send_status - the "x STATUS" line that ends a framed answer */
+static void
+send_status(int fd, int status)
+{
+	char line[32];
+	int n = snprintf(line, sizeof(line), "x %d\n", status);
+
+	(void)write_all(fd, line, (size_t)n);
+}
+
+/* make_blocking - the accepted socket was non-blocking; the child waits on it, bounded */
+static void
+make_blocking(int fd)
+{
+	struct timeval tv = { ADMIN_SEND_MS / 1000, 0 };
+	int flags = fcntl(fd, F_GETFL);
+
+	if (flags >= 0)
+		fcntl(fd, F_SETFL, flags & ~O_NONBLOCK);
+	setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+}
+
+/* control_admin_refuse - a framed "cannot" for a request the master will not run */
+void
+control_admin_refuse(struct control_request *req, const char *why)
+{
+	char head[32];
+	size_t len = strlen(why);
+	int n = snprintf(head, sizeof(head), "2 %zu\n", len + 10);
+
+	make_blocking(req->fd);
+	if (write_all(req->fd, head, (size_t)n) == 0 && write_all(req->fd, "postern: ", 9) == 0 &&
+	    write_all(req->fd, why, len) == 0 && write_all(req->fd, "\n", 1) == 0)
+		send_status(req->fd, 1);
+	control_request_release(req);
+}
+
+/* control_request_release - close the connection and free the line */
+void
+control_request_release(struct control_request *req)
+{
+	if (req->fd >= 0)
+		close(req->fd);
+	req->fd = -1;
+	free(req->line);
+	req->line = NULL;
+}
+
+/* split_words - the TAB-separated words of line, in place; returns their count */
+static int
+split_words(char *line, char **words, int max)
+{
+	int n = 0;
+
+	for (char *p = line; n < max;) {
+		words[n++] = p;
+		if ((p = strchr(p, '\t')) == NULL)
+			break;
+		*p++ = '\0';
+	}
+	return n;
+}
+
 /*
- * control_request - the client side: send cmd to the socket at path
+ * control_admin_child - in the child the master forked: run the request, answer, _exit
+ *
+ * The master has closed its own descriptors in this process already; what
+ * is left is the client's connection and the log. Signals are the
+ * defaults again (the master's handlers write to its self-pipe), and
+ * SIGALRM bounds the whole request.
+ */
+void
+control_admin_child(const struct config *cfg, struct control_request *req)
+{
+	char **words = xreallocarray(NULL, CONTROL_WORDS_MAX, sizeof(*words));
+	struct qadmin_req r;
+	struct qadmin_io io;
+	char who[32];
+	int nwords, status;
+
+	signal(SIGHUP, SIG_DFL);
+	signal(SIGTERM, SIG_DFL);
+	signal(SIGINT, SIG_DFL);
+	signal(SIGCHLD, SIG_DFL);
+	signal(SIGALRM, SIG_DFL);
+	alarm(ADMIN_MAX_S);
+	make_blocking(req->fd);
+	nwords = split_words(req->line, words, CONTROL_WORDS_MAX);
+	snprintf(who, sizeof(who), req->uid >= 0 ? "uid %ld" : "an unknown user", req->uid);
+	io.out = frame_open(req->fd, 1);
+	io.err = frame_open(req->fd, 2);
+	io.who = who;
+	if (io.out == NULL || io.err == NULL)
+		_exit(1);
+	status = qadmin_parse(nwords, words, &r, io.err);
+	if (status == 0)
+		status = qadmin_run(cfg, &r, &io);
+	fflush(io.out);
+	fflush(io.err);
+	send_status(req->fd, status);
+	_exit(0);
+}
+
+/*
+ * connect_to - a connected socket to the daemon at path with timeout_ms on each read
+ *
+ * Returns the socket, or -1 with *error_r and errno kept from connect(2):
+ * ENOENT or ECONNREFUSED mean no daemon is there.
+ */
+static int
+connect_to(const char *path, int timeout_ms, char **error_r)
+{
+	struct sockaddr_un sun;
+	struct timeval tv = { timeout_ms / 1000, (timeout_ms % 1000) * 1000 };
+	int fd, saved;
+
+	if (fill_sun(&sun, path) < 0 ||
+	    (fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0)) < 0) {
+		saved = errno;
+		*error_r = xasprintf("control socket %s: %s", path, strerror(errno));
+		errno = saved;
+		return -1;
+	}
+	if (connect(fd, (struct sockaddr *)&sun, sizeof(sun)) < 0) {
+		saved = errno;
+		*error_r = xasprintf("cannot reach posternd at %s: %s (is it running, with this "
+				     "control_socket?)", path, strerror(errno));
+		close(fd);
+		errno = saved;
+		return -1;
+	}
+	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+	return fd;
+}
+
+/*
+ * control_request - the client side of status/reload/ping: send cmd to the socket at path
  *
  * Appends the answer to out. Returns 0, or -1 with *error_r.
  */
 int
 control_request(const char *path, const char *cmd, int timeout_ms, struct buf *out, char **error_r)
 {
-	struct sockaddr_un sun;
 	char chunk[4096];
 	int fd, rc = 0;
 
-	if (fill_sun(&sun, path) < 0 ||
-	    (fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0)) < 0) {
-		*error_r = xasprintf("control socket %s: %s", path, strerror(errno));
+	if ((fd = connect_to(path, timeout_ms, error_r)) < 0)
 		return -1;
-	}
-	if (connect(fd, (struct sockaddr *)&sun, sizeof(sun)) < 0) {
-		*error_r = xasprintf("cannot reach posternd at %s: %s (is it running, with this "
-				     "control_socket?)", path, strerror(errno));
-		close(fd);
-		return -1;
-	}
-	{
-		struct timeval tv = { timeout_ms / 1000, (timeout_ms % 1000) * 1000 };
-
-		setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-		setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
-	}
 	if (send(fd, cmd, strlen(cmd), MSG_NOSIGNAL) < 0 || send(fd, "\n", 1, MSG_NOSIGNAL) < 0) {
 		*error_r = xasprintf("control socket %s: %s", path, strerror(errno));
 		close(fd);
@@ -260,6 +516,169 @@ control_request(const char *path, const char *cmd, int timeout_ms, struct buf *o
 			break;
 		buf_append(out, chunk, (size_t)n);
 	}
+	close(fd);
+	return rc;
+}
+
+/* a buffered reader of a framed answer */
+struct reader {
+	int	fd;
+	char	buf[64 * 1024];
+	size_t	start, end;		/* unread bytes are buf[start..end) */
+};
+
+/* reader_fill - more bytes; 1, 0 at the end, -1 with errno */
+static int
+reader_fill(struct reader *r)
+{
+	ssize_t n;
+
+	if (r->start == r->end)
+		r->start = r->end = 0;
+	do
+		n = recv(r->fd, r->buf + r->end, sizeof(r->buf) - r->end, 0);
+	while (n < 0 && errno == EINTR);
+	if (n <= 0)
+		return n == 0 ? 0 : -1;
+	r->end += (size_t)n;
+	return 1;
+}
+
+/* reader_line - the next line (at most size - 1 bytes) without its LF; 1, 0 at the end, -1 */
+static int
+reader_line(struct reader *r, char *line, size_t size)
+{
+	size_t have = 0;
+
+	for (;;) {
+		int rc;
+
+		while (r->start < r->end) {
+			char c = r->buf[r->start++];
+
+			if (c == '\n') {
+				line[have] = '\0';
+				return 1;
+			}
+			if (have == size - 1) {
+				errno = EPROTO;
+				return -1;
+			}
+			line[have++] = c;
+		}
+		if ((rc = reader_fill(r)) <= 0)
+			return rc;
+	}
+}
+
+/* reader_copy - len bytes onto to; 0, or -1 (errno EPROTO when the answer ended early) */
+static int
+reader_copy(struct reader *r, size_t len, FILE *to)
+{
+	while (len > 0) {
+		size_t n = r->end - r->start;
+		int rc;
+
+		if (n == 0) {
+			if ((rc = reader_fill(r)) <= 0) {
+				if (rc == 0)
+					errno = EPROTO;
+				return -1;
+			}
+			continue;
+		}
+		if (n > len)
+			n = len;
+		fwrite(r->buf + r->start, 1, n, to);	/* a full disk is the caller's fflush */
+		r->start += n;
+		len -= n;
+	}
+	return 0;
+}
+
+/* read_framed - copy a framed answer's records to out and err; its status, or -1 with errno */
+static int
+read_framed(int fd, FILE *out, FILE *err)
+{
+	struct reader *r = xmalloc(sizeof(*r));
+	char line[64];
+	int status = -1;
+
+	r->fd = fd;
+	r->start = r->end = 0;
+	for (;;) {
+		unsigned long long len;
+		char *end;
+		int rc = reader_line(r, line, sizeof(line));
+
+		if (rc <= 0) {
+			if (rc == 0)
+				errno = EPROTO;	/* no "x" line: the child ended early */
+			break;
+		}
+		if (line[0] == 'x' && line[1] == ' ') {
+			status = atoi(line + 2);
+			break;
+		}
+		errno = EPROTO;
+		if ((line[0] != '1' && line[0] != '2') || line[1] != ' ')
+			break;
+		len = strtoull(line + 2, &end, 10);
+		if (*end != '\0' || end == line + 2 || len > FRAME_MAX)
+			break;
+		if (reader_copy(r, (size_t)len, line[0] == '1' ? out : err) < 0)
+			break;
+	}
+	free(r);
+	return status;
+}
+
+/*
+ * control_request_framed - the client side of a quarantine command
+ *
+ * Sends words as one TAB-separated line (none may hold a TAB, CR or LF),
+ * copies the answer's output records to out and its error records to err,
+ * and stores the command's exit status in *status_r. Returns 0; or -1 with
+ * *error_r, and errno ENOENT or ECONNREFUSED when no daemon listens at path.
+ */
+int
+control_request_framed(const char *path, char *const *words, int nwords, FILE *out, FILE *err,
+		       int *status_r, char **error_r)
+{
+	struct buf line;
+	int fd, rc = 0;
+
+	for (int i = 0; i < nwords; i++)
+		if (strpbrk(words[i], "\t\r\n") != NULL) {
+			*error_r = xasprintf("a TAB, CR or LF cannot travel in a control request");
+			errno = EINVAL;
+			return -1;
+		}
+	if ((fd = connect_to(path, (ADMIN_MAX_S + 60) * 1000, error_r)) < 0)
+		return -1;
+	buf_init(&line, 0);
+	for (int i = 0; i < nwords; i++) {
+		if (i > 0)
+			buf_appends(&line, "\t");
+		buf_appends(&line, words[i]);
+	}
+	buf_appends(&line, "\n");
+	if (line.len > CONTROL_LINE_MAX - 1) {
+		*error_r = xasprintf("request too long for the control socket (%zu bytes, at most %d)",
+				     line.len, CONTROL_LINE_MAX - 1);
+		rc = -1;
+	} else if (write_all(fd, line.ptr, line.len) < 0) {
+		*error_r = xasprintf("control socket %s: %s", path, strerror(errno));
+		rc = -1;
+	} else if ((*status_r = read_framed(fd, out, err)) < 0) {
+		*error_r = xasprintf("control socket %s: %s", path,
+				     errno == EAGAIN ? "no answer in time" :
+				     errno == EPROTO ? "the answer ended early or is garbled (see "
+				     "posternd's log)" : strerror(errno));
+		errno = EPROTO;	/* not "no daemon": the request may have been carried out */
+		rc = -1;
+	}
+	buf_release(&line);
 	close(fd);
 	return rc;
 }

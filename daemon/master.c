@@ -37,6 +37,7 @@
 #define THROTTLE_MAX_MS		60000	/* the delay stops doubling here */
 #define YOUNG_DEATH_MS		2000	/* a worker dying sooner counts as a crash loop */
 #define FORWARD_PROBE_MS	1000	/* start-up probe of each forward address */
+#define ADMIN_CHILDREN_MAX	4	/* quarantine commands running at once */
 
 struct worker_rec {
 	pid_t	pid;			/* 0: slot free */
@@ -65,6 +66,7 @@ struct master {
 	struct worker_rec *workers;	/* owned array */
 	size_t	nworkers;
 	struct listener_state *lstate;	/* one per cfg->listeners */
+	pid_t	admin[ADMIN_CHILDREN_MAX]; /* children running quarantine commands, 0: free */
 	char *const *overrides;		/* -o key=value, borrowed */
 	size_t	noverrides;
 	bool	stopping;
@@ -227,6 +229,21 @@ master_check_forwards(const struct config *cfg)
 	}
 }
 
+/* close_master_fds - in a child: the master's descriptors, all but keep */
+static void
+close_master_fds(struct master *m, int keep)
+{
+	close(sig_pipe[0]);
+	close(sig_pipe[1]);
+	for (size_t i = 0; i < m->nsockets; i++)
+		if (m->sockets[i].fd != keep && m->sockets[i].fd >= 0)
+			close(m->sockets[i].fd);
+	if (m->fds.control >= 0)
+		close(m->fds.control);
+	if (m->fds.metrics >= 0)
+		close(m->fds.metrics);
+}
+
 /* spawn - fork one worker for listener index li of the current generation */
 static void
 spawn(struct master *m, size_t li)
@@ -252,15 +269,7 @@ spawn(struct master *m, size_t li)
 		return;
 	}
 	if (pid == 0) {
-		close(sig_pipe[0]);
-		close(sig_pipe[1]);
-		for (size_t i = 0; i < m->nsockets; i++)
-			if (m->sockets[i].fd != fd)
-				close(m->sockets[i].fd);
-		if (m->fds.control >= 0)
-			close(m->fds.control);
-		if (m->fds.metrics >= 0)
-			close(m->fds.metrics);
+		close_master_fds(m, fd);
 		struct scanners sc = { m->policies[li], m->clam };
 
 		worker_main(m->cfg, lc, &sc, fd);
@@ -271,6 +280,56 @@ spawn(struct master *m, size_t li)
 	free(w->listener);
 	w->listener = xstrdup(lc->name);
 	clock_gettime(CLOCK_MONOTONIC, &w->started);
+}
+
+/*
+ * run_admin - fork a child for a quarantine command from the control socket
+ *
+ * A child, because a release waits on forward and a show streams a whole
+ * message: the master's loop must not. At most ADMIN_CHILDREN_MAX at once;
+ * the next client hears "busy" and may try again.
+ */
+static void
+run_admin(struct master *m, struct control_request *req)
+{
+	pid_t pid;
+	int slot = -1;
+
+	for (int i = 0; i < ADMIN_CHILDREN_MAX && slot < 0; i++)
+		if (m->admin[i] == 0)
+			slot = i;
+	if (slot < 0 || m->stopping) {
+		control_admin_refuse(req, m->stopping ? "posternd is stopping" :
+				     "posternd is busy with other quarantine commands; try again");
+		return;
+	}
+	if ((pid = fork()) < 0) {
+		log_warn("control: cannot fork for a quarantine command");
+		control_admin_refuse(req, "posternd cannot fork (see its log)");
+		return;
+	}
+	if (pid == 0) {
+		close_master_fds(m, -1);
+		control_admin_child(m->cfg, req);
+	}
+	m->admin[slot] = pid;
+	control_request_release(req);
+}
+
+/* reap_admin - is pid a quarantine command's child: then forget it */
+static bool
+reap_admin(struct master *m, pid_t pid, int status)
+{
+	for (int i = 0; i < ADMIN_CHILDREN_MAX; i++) {
+		if (m->admin[i] != pid)
+			continue;
+		m->admin[i] = 0;
+		if (WIFSIGNALED(status))
+			log_warnx("control: quarantine command (pid %ld) ended by signal %d",
+				  (long)pid, WTERMSIG(status));
+		return true;
+	}
+	return false;
 }
 
 /* live_workers - workers of the current generation serving listener li */
@@ -368,6 +427,8 @@ reap(struct master *m)
 	pid_t pid;
 
 	while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
+		if (reap_admin(m, pid, status))
+			continue;
 		for (size_t i = 0; i < m->nworkers; i++) {
 			struct worker_rec *w = &m->workers[i];
 
@@ -611,8 +672,15 @@ master_run(struct config *cfg, struct policy **policies, struct clam_engine *cla
 		poll(pfd, 3, wait < 0 || wait > 1000 ? 1000 : (int)wait);
 		while (read(sig_pipe[0], drainbuf, sizeof(drainbuf)) > 0)
 			;
-		if (pfd[1].revents & POLLIN && control_serve(m.fds.control, stats_get()) == CONTROL_RELOAD)
-			got_hup = 1;
+		if (pfd[1].revents & POLLIN) {
+			struct control_request req;
+
+			switch (control_serve(m.fds.control, stats_get(), &req)) {
+			case CONTROL_RELOAD: got_hup = 1; break;
+			case CONTROL_ADMIN: run_admin(&m, &req); break;
+			case CONTROL_NONE: break;
+			}
+		}
 		if (pfd[2].revents & POLLIN)
 			metrics_serve(m.fds.metrics, stats_get());
 		if (got_chld) {

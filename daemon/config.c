@@ -44,6 +44,7 @@ enum key_type {
 	KT_ONERROR,		/* "tempfail", "pass" or "reject" */
 	KT_LOGFORMAT,		/* "text" or "json" */
 	KT_BOOL,		/* true or false (also "true"/"false" from -o) */
+	KT_FACILITY,		/* a syslog facility log.c knows: mail, daemon, local0... */
 };
 
 struct key {
@@ -122,8 +123,9 @@ static const struct key global_keys[] = {
 	  "our name in greetings and Received: lines; default: the system's host name", NULL },
 	{ "log_level", KT_LOGLEVEL, G(log_level), "info", 0, 0,
 	  "debug, info, warn or error", NULL },
-	{ "syslog_facility", KT_STRING, G(syslog_facility), "mail", 0, 0,
-	  "syslog facility when not running in the foreground", NULL },
+	{ "syslog_facility", KT_FACILITY, G(syslog_facility), "mail", 0, 0,
+	  "syslog facility when not running in the foreground: mail, daemon, user or local0 to "
+	  "local7", NULL },
 	{ "drain_timeout", KT_SECONDS, G(drain_timeout_ms), "60", 1, 86400000,
 	  "SIGTERM: seconds sessions in progress may take to finish", NULL },
 	{ "policy_dir", KT_STRING, G(policy_dir), POLICY_DIR, 0, 0,
@@ -386,6 +388,12 @@ set_value(lua_State *L, int idx, const struct key *k, void *base)
 			*(long *)slot = strcmp(s, "true") == 0;
 		else
 			return "expected true or false";
+		return NULL;
+	case KT_FACILITY:
+		if (!log_facility_known(s))
+			return "expected a syslog facility: \"mail\", \"daemon\", \"user\" or "
+			       "\"local0\" to \"local7\"";
+		store_string(slot, s);
 		return NULL;
 	case KT_LOGFORMAT:
 		if (strcmp(s, "text") != 0 && strcmp(s, "json") != 0)

@@ -35,6 +35,16 @@ static const struct {
 	{ "local6", LOG_LOCAL6 }, { "local7", LOG_LOCAL7 },
 };
 
+/* log_facility_known - is name one of facilities[] (without regard to case) */
+bool
+log_facility_known(const char *name)
+{
+	for (size_t i = 0; i < sizeof(facilities) / sizeof(facilities[0]); i++)
+		if (strcasecmp(name, facilities[i].name) == 0)
+			return true;
+	return false;
+}
+
 /* log_init - choose the destination; facility is a syslog facility name or NULL */
 void
 log_init(const char *ident, bool to_stderr, const char *facility)

@@ -106,6 +106,8 @@ errors(void)
 		     ":1: listener \"ext\": unknown key 'fowrard'");
 	expect_error("wrong type", "log_level = 3\n" ONE_LISTENER, ":1: key 'log_level': expected a string");
 	expect_error("bad enum", ONE_LISTENER "log_level = \"loud\"\n", ":2: key 'log_level'");
+	expect_error("unknown syslog facility", ONE_LISTENER "syslog_facility = \"mial\"\n",
+		     ":2: key 'syslog_facility': expected a syslog facility");
 	expect_error("workers out of range",
 		     "listener \"ext\" { listen = \"127.0.0.1:1\", forward = \"127.0.0.1:2\", workers = 0 }\n",
 		     ":1: listener \"ext\": key 'workers': must be from 1 to 1024");

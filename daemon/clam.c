@@ -1,12 +1,31 @@
 /*
- * clam - libclamav in-process; see clamav.h
+ * clam - libclamav in-process; see clam.h
  *
- * The spooled message is handed to libclamav as a map over a small virtual
- * file: a "Received:" line of our own, then the spool bytes, read on demand
- * with pread (cl_fmap_open_handle). The line makes libclamav's type
- * detection see a mail message whatever field the message starts with (it
- * recognises mail by the first bytes), so MIME parts are decoded and
- * archives unpacked, without copying the message anywhere.
+ * By default (clamav.mail_parser = "postern") postern takes the message
+ * apart itself, as amavisd-new does before clamd sees anything. libclamav
+ * first matches the whole message as it is, its mail parser off (the raw
+ * pass: signatures for mail and for raw bodies); then the MIME walk of
+ * mime.c (the one msg:parts() shows) gives every leaf part, and each part
+ * that is encoded, an attachment or not text is decoded into memory and
+ * scanned over a memory map, archives, documents and any mail inside them
+ * unpacked as usual (an inline text part in 7bit or 8bit has no bytes the
+ * raw pass did not see).
+ * libclamav's own mail parser writes every part to a temporary file, which
+ * is most of a small message's cost. What this gives up is that parser's
+ * heuristics (uuencoded and BinHex bodies in text, text that merely looks
+ * like base64). A message whose MIME structure is broken goes to libclamav
+ * whole, so damage cannot hide a part from the scan. The limits hold for
+ * the message as a whole: max_scan_size counts every decoded part,
+ * max_scan_time runs across the parts, max_file_size bounds each part;
+ * max_recursion bounds the archive nesting inside each part (the MIME
+ * nesting has its own bound, mime_max_depth).
+ *
+ * With mail_parser = "libclamav" (and for broken MIME) the spooled message
+ * is handed to libclamav as a map over a small virtual file: a "Received:"
+ * line of our own, then the spool bytes, read on demand with pread
+ * (cl_fmap_open_handle). The line makes libclamav's type detection see a
+ * mail message whatever field the message starts with (it recognises mail
+ * by the first bytes), so its parser decodes the MIME parts.
  *
  * Heuristic alerts are on only for what turns a scan into "could not
  * finish": limits exceeded and encrypted archives or documents. Their
@@ -23,6 +42,8 @@
 #include <unistd.h>
 
 #include "clam.h"
+#include "mime.h"
+#include "util/buf.h"
 #include "util/xalloc.h"
 
 #define SCAN_PREFIX	"Received: by postern for scanning\r\n"
@@ -35,6 +56,17 @@ struct clam_engine {
 	bool	have_dbstat;		/* dbstat was filled */
 	unsigned int signatures;	/* how many were loaded */
 	long	load_ms;		/* how long loading and compiling took */
+	bool	own_mime;		/* mail_parser = "postern": scan decoded parts */
+	size_t	max_scan_size;		/* the limits, for the parts mode's own accounting */
+	size_t	max_file_size;
+	long	max_scan_time_ms;
+};
+
+/* what libclamav's callbacks get: where the files go and how they are placed */
+struct scan_ctx {
+	struct clam_result *r;
+	unsigned depth_base;		/* added to libclamav's recursion level */
+	const char *top_name;		/* the name of what is scanned at level 0, or NULL */
 };
 
 struct vfile {
@@ -124,8 +156,6 @@ set_limits(struct cl_engine *engine, const struct clamav_cfg *cc, const char *tm
 		*error_r = xasprintf("clamav.disable_cache: %s", cl_strerror(rc));
 		return -1;
 	}
-	if (cc->temp_dir != NULL)
-		tmpdir = cc->temp_dir;
 	/* archive members are unpacked here: our own directory, not a shared /tmp */
 	if (tmpdir != NULL && (rc = cl_engine_set_str(engine, CL_ENGINE_TMPDIR, tmpdir)) != CL_SUCCESS) {
 		*error_r = xasprintf("clamav: temporary directory %s: %s", tmpdir, cl_strerror(rc));
@@ -170,7 +200,8 @@ static cl_error_t
 on_meta(const char *container_type, unsigned long fsize_container, const char *filename,
 	unsigned long fsize_real, int is_encrypted, unsigned int filepos_container, void *context)
 {
-	struct clam_result *r = context;
+	struct scan_ctx *ctx = context;
+	struct clam_result *r = ctx ? ctx->r : NULL;
 	struct clam_file *f;
 
 	(void)fsize_container;
@@ -189,7 +220,7 @@ on_meta(const char *container_type, unsigned long fsize_container, const char *f
 		f->type = xasprintf("MEMBER_OF_%s", container_type + 8);
 	}
 	f->size = fsize_real;
-	f->depth = 1;		/* somewhere inside the message: the callback does not say */
+	f->depth = ctx->depth_base + 1;	/* inside what is scanned: the callback does not say how deep */
 	f->encrypted = is_encrypted != 0;
 	f->from_meta = true;
 	f->meta_pos = filepos_container;
@@ -202,7 +233,8 @@ on_file(int fd, const char *type, const char **ancestors, size_t parent_file_siz
 	const char *file_name, size_t file_size, const char *file_buffer, uint32_t recursion_level,
 	uint32_t layer_attributes, void *context)
 {
-	struct clam_result *r = context;
+	struct scan_ctx *ctx = context;
+	struct clam_result *r = ctx ? ctx->r : NULL;
 	struct clam_file *f;
 
 	(void)fd;
@@ -212,13 +244,15 @@ on_file(int fd, const char *type, const char **ancestors, size_t parent_file_siz
 	if (r == NULL || (f = add_file(r)) == NULL)
 		return CL_CLEAN;
 	/* libclamav's own temporary names, and ours for the message, are not names */
-	if (file_name != NULL && !is_temp_name(file_name) && recursion_level > 0)
+	if (recursion_level == 0 && ctx->top_name != NULL)
+		f->name = xstrdup(ctx->top_name);
+	else if (file_name != NULL && !is_temp_name(file_name) && recursion_level > 0)
 		f->name = xstrdup(file_name);
 	if (type != NULL && strncmp(type, "CL_TYPE_", 8) == 0)
 		type += 8;
 	f->type = xstrdup(type ? type : "ANY");
 	f->size = file_size;
-	f->depth = recursion_level;
+	f->depth = ctx->depth_base + recursion_level;
 	f->encrypted = (layer_attributes & LAYER_ATTRIBUTES_DECRYPTED) != 0;
 	return CL_CLEAN;
 }
@@ -226,7 +260,8 @@ on_file(int fd, const char *type, const char **ancestors, size_t parent_file_siz
 /*
  * clam_engine_load - load and compile the signatures of cc->database
  *
- * tmpdir is where libclamav unpacks archives (the spool directory).
+ * tmpdir is where libclamav unpacks archives (clamav.temp_dir for the daemon;
+ * NULL: libclamav's own default, $TMPDIR or /tmp, for postern test).
  * Returns the engine, or NULL with *error_r (caller frees).
  */
 struct clam_engine *
@@ -245,6 +280,10 @@ clam_engine_load(const struct clamav_cfg *cc, const char *tmpdir, char **error_r
 	}
 	if (set_limits(e->engine, cc, tmpdir, error_r) < 0)
 		return clam_engine_free(e);
+	e->own_mime = cc->mail_parser != NULL && strcmp(cc->mail_parser, "postern") == 0;
+	e->max_scan_size = (size_t)cc->max_scan_size;
+	e->max_file_size = (size_t)cc->max_file_size;
+	e->max_scan_time_ms = cc->max_scan_time_ms;
 	cl_engine_set_clcb_file_inspection(e->engine, on_file);
 	cl_engine_set_clcb_meta(e->engine, on_meta);
 	last_error[0] = '\0';
@@ -347,55 +386,223 @@ is_incomplete(const char *virname)
 	       strncmp(virname, "Heuristics.Encrypted", 20) == 0;
 }
 
+/* scan_options - every parser, the heuristics that mean "could not finish", all matches */
+static void
+scan_options(struct cl_scan_options *opts)
+{
+	memset(opts, 0, sizeof(*opts));
+	opts->parse = ~0u;		/* every parser: mail, archives, documents, executables */
+	/* all-match: a virus does not end the scan, so every file is listed for P.banned */
+	opts->general = CL_SCAN_GENERAL_HEURISTICS | CL_SCAN_GENERAL_ALLMATCHES;
+	opts->heuristic = CL_SCAN_HEURISTIC_EXCEEDS_MAX | CL_SCAN_HEURISTIC_ENCRYPTED_ARCHIVE |
+			  CL_SCAN_HEURISTIC_ENCRYPTED_DOC;
+}
+
 /*
- * clam_scan - scan the spooled message (fd, size bytes)
+ * note_outcome - fold one libclamav answer into r
  *
- * Fills *r (release it with clam_result_release); returns 0, or -1 when
- * the scan could not even start (r->status is CLAM_ERROR then too).
+ * A detection wins over everything (an incomplete part must not hide a
+ * virus in another), then an error, then clean; the first of each kind is
+ * the one reported.
  */
-int
-clam_scan(const struct clam_engine *e, int fd, off_t size, struct clam_result *r)
+static void
+note_outcome(struct clam_result *r, cl_error_t rc, const char *virname)
+{
+	if (rc == CL_CLEAN || r->status == CLAM_INFECTED)
+		return;
+	if (rc == CL_VIRUS && virname != NULL && is_incomplete(virname)) {
+		if (r->status == CLAM_CLEAN) {
+			r->status = CLAM_ERROR;
+			r->incomplete = true;
+			r->error = xasprintf("scan incomplete: %s", virname);
+		}
+	} else if (rc == CL_VIRUS) {
+		free(r->error);
+		r->error = NULL;
+		r->incomplete = false;
+		r->status = CLAM_INFECTED;
+		r->virus = xstrdup(virname ? virname : "unknown");
+	} else if (r->status == CLAM_CLEAN) {
+		r->status = CLAM_ERROR;
+		r->incomplete = rc == CL_ETIMEOUT || rc == CL_EMAXREC || rc == CL_EMAXSIZE ||
+				rc == CL_EMAXFILES;
+		r->error = xasprintf("scan failed: %s", cl_strerror(rc));
+	}
+}
+
+/*
+ * scan_whole - the spooled message as one mail, parsed by libclamav or (parse_mail
+ * false) only matched as it is: the raw pass of the "postern" mode
+ */
+static int
+scan_whole(const struct clam_engine *e, int fd, off_t size, bool parse_mail,
+	   struct clam_result *r)
 {
 	struct cl_scan_options opts;
 	struct vfile vf = { fd, size };
+	struct scan_ctx ctx = { r, 0, NULL };
 	const char *virname = NULL;
 	unsigned long scanned = 0;
-	long long start = now_ms();
 	cl_fmap_t *map;
 	cl_error_t rc;
 
-	memset(r, 0, sizeof(*r));
-	memset(&opts, 0, sizeof(opts));
-	opts.parse = ~0u;		/* every parser: mail, archives, documents, executables */
-	/* all-match: a virus does not end the scan, so every file is listed for P.banned */
-	opts.general = CL_SCAN_GENERAL_HEURISTICS | CL_SCAN_GENERAL_ALLMATCHES;
-	opts.heuristic = CL_SCAN_HEURISTIC_EXCEEDS_MAX | CL_SCAN_HEURISTIC_ENCRYPTED_ARCHIVE |
-			 CL_SCAN_HEURISTIC_ENCRYPTED_DOC;
+	scan_options(&opts);
+	if (!parse_mail)
+		opts.parse &= ~CL_SCAN_PARSE_MAIL;
 	map = cl_fmap_open_handle(&vf, 0, SCAN_PREFIX_LEN + (size_t)size, vfile_read, 1);
 	if (map == NULL) {
 		r->status = CLAM_ERROR;
 		r->error = xstrdup("cannot map the message for scanning");
 		return -1;
 	}
-	rc = cl_scanmap_callback(map, "message", &virname, &scanned, e->engine, &opts, r);
+	rc = cl_scanmap_callback(map, "message", &virname, &scanned, e->engine, &opts, &ctx);
 	cl_fmap_close(map);
-	r->elapsed_ms = (long)(now_ms() - start);
-	if (rc == CL_CLEAN) {
-		r->status = CLAM_CLEAN;
-	} else if (rc == CL_VIRUS && virname != NULL && is_incomplete(virname)) {
-		r->status = CLAM_ERROR;
-		r->incomplete = true;
-		r->error = xasprintf("scan incomplete: %s", virname);
-	} else if (rc == CL_VIRUS) {
-		r->status = CLAM_INFECTED;
-		r->virus = xstrdup(virname ? virname : "unknown");
-	} else {
-		r->status = CLAM_ERROR;
-		r->incomplete = rc == CL_ETIMEOUT || rc == CL_EMAXREC || rc == CL_EMAXSIZE ||
-				rc == CL_EMAXFILES;
-		r->error = xasprintf("scan failed: %s", cl_strerror(rc));
-	}
+	note_outcome(r, rc, virname);
 	return 0;
+}
+
+/* limit_hit - the scan stops here: incomplete, with libclamav's name for the limit */
+static void
+limit_hit(struct clam_result *r, const char *name)
+{
+	note_outcome(r, CL_VIRUS, name);
+}
+
+/* scan_part - one decoded part from memory, its files placed under depth_base */
+static void
+scan_part(const struct clam_engine *e, const struct buf *content, const char *name,
+	  unsigned depth_base, struct clam_result *r)
+{
+	struct cl_scan_options opts;
+	struct scan_ctx ctx = { r, depth_base, name };
+	const char *virname = NULL;
+	unsigned long scanned = 0;
+	cl_fmap_t *map;
+	cl_error_t rc;
+
+	scan_options(&opts);
+	if ((map = cl_fmap_open_memory(content->len ? content->ptr : "", content->len)) == NULL) {
+		note_outcome(r, CL_EMEM, NULL);
+		return;
+	}
+	rc = cl_scanmap_callback(map, name ? name : "part", &virname, &scanned, e->engine, &opts,
+				 &ctx);
+	cl_fmap_close(map);
+	note_outcome(r, rc, virname);
+}
+
+/* is_identity - an encoding whose decoded bytes are the bytes in the message */
+static bool
+is_identity(const char *encoding)
+{
+	return strcmp(encoding, "7bit") == 0 || strcmp(encoding, "8bit") == 0 ||
+	       strcmp(encoding, "binary") == 0;
+}
+
+/*
+ * needs_own_scan - must this leaf part be scanned on its own, beside the raw pass
+ *
+ * The raw pass sees a part's bytes as they are in the message; that is all
+ * an inline text part with an identity encoding has. Everything else is
+ * scanned decoded and as a file of its own, for the signatures that need
+ * the decoded bytes, the whole file (hashes) or its type (archives,
+ * documents, executables): encoded parts, attachments, anything not text.
+ */
+static bool
+needs_own_scan(const struct mime_part *p)
+{
+	return !is_identity(p->encoding) || p->filename != NULL ||
+	       strncmp(p->content_type, "text/", 5) != 0;
+}
+
+/*
+ * scan_parts - mail_parser = "postern": a raw pass, then the leaf parts decoded
+ *
+ * The raw pass matches the message as it is, with libclamav's mail parser
+ * off, so signatures for the mail file type and raw-body patterns still
+ * match; it lists the message itself (type MAIL, depth 0). Then each leaf
+ * part that needs it is decoded into memory and scanned; its own file is
+ * at its MIME depth (at least 1), archive members below it. The limits
+ * apply to the message as a whole.
+ */
+static int
+scan_parts(const struct clam_engine *e, int fd, off_t size, const struct mime_tree *tree,
+	   struct clam_result *r, long long start)
+{
+	bool *has_child;
+	struct buf content;
+	size_t total;
+
+	if (scan_whole(e, fd, size, false, r) < 0)
+		return -1;
+	if ((total = (size_t)size) > e->max_scan_size) {
+		limit_hit(r, "Heuristics.Limits.Exceeded.MaxScanSize");
+		return 0;
+	}
+	has_child = xcalloc(tree->nparts ? tree->nparts : 1, sizeof(*has_child));
+	for (size_t i = 1; i < tree->nparts; i++)
+		if (tree->parts[i].parent < tree->nparts)
+			has_child[tree->parts[i].parent] = true;
+	buf_init(&content, 0);
+	for (size_t i = 0; i < tree->nparts; i++) {
+		const struct mime_part *p = &tree->parts[i];
+		bool truncated = false;
+
+		if (p->is_multipart || has_child[i] || !needs_own_scan(p))
+			continue;	/* a container (its children are scanned), or plain text */
+		if (now_ms() - start > e->max_scan_time_ms) {
+			limit_hit(r, "Heuristics.Limits.Exceeded.MaxScanTime");
+			break;
+		}
+		buf_reset(&content);
+		if (mime_part_content(fd, p, e->max_file_size, &content, &truncated) < 0) {
+			note_outcome(r, CL_EREAD, NULL);
+			break;
+		}
+		if (truncated) {
+			limit_hit(r, "Heuristics.Limits.Exceeded.MaxFileSize");
+			continue;
+		}
+		if ((total += content.len) > e->max_scan_size) {
+			limit_hit(r, "Heuristics.Limits.Exceeded.MaxScanSize");
+			break;
+		}
+		scan_part(e, &content, p->filename, p->depth > 0 ? (unsigned)p->depth : 1, r);
+	}
+	buf_release(&content);
+	free(has_child);
+	return 0;
+}
+
+/*
+ * clam_scan - scan the spooled message (fd, size bytes)
+ *
+ * tree is the message's MIME structure, used when the engine takes
+ * messages apart itself (clam_engine_own_mime); it may be NULL otherwise.
+ * Fills *r (release it with clam_result_release); returns 0, or -1 when
+ * the scan could not even start (r->status is CLAM_ERROR then too).
+ */
+int
+clam_scan(const struct clam_engine *e, int fd, off_t size, const struct mime_tree *tree,
+	  struct clam_result *r)
+{
+	long long start = now_ms();
+	int rc;
+
+	memset(r, 0, sizeof(*r));
+	if (e->own_mime && tree != NULL && tree->broken_reason == NULL)
+		rc = scan_parts(e, fd, size, tree, r, start);
+	else
+		rc = scan_whole(e, fd, size, true, r);
+	r->elapsed_ms = (long)(now_ms() - start);
+	return rc;
+}
+
+/* clam_engine_own_mime - does clam_scan want the message's MIME tree */
+bool
+clam_engine_own_mime(const struct clam_engine *e)
+{
+	return e->own_mime;
 }
 
 /* clam_result_release - free what a result owns */

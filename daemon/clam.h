@@ -10,7 +10,8 @@
  * that fails to load keeps the old engine.
  *
  * clam_scan() scans one spooled message with mail parsing and archive
- * unpacking, and lists every part and archive member libclamav looked at
+ * unpacking (postern's MIME walk decoding the parts, or libclamav's mail
+ * parser with clamav.mail_parser = "libclamav": see clam.c), and lists every part and archive member libclamav looked at
  * (name, type, size, depth) for the banned-file rules. A scan that could not
  * finish (a limit, an encrypted archive, an engine error) is CLAM_ERROR with
  * incomplete set and the reason, never "clean".
@@ -61,7 +62,10 @@ struct clam_engine *clam_engine_free(struct clam_engine *e);
 unsigned int clam_engine_signatures(const struct clam_engine *e);
 long clam_engine_load_ms(const struct clam_engine *e);
 bool clam_engine_db_changed(struct clam_engine *e);
-int clam_scan(const struct clam_engine *e, int fd, off_t size, struct clam_result *r);
+struct mime_tree;
+int clam_scan(const struct clam_engine *e, int fd, off_t size, const struct mime_tree *tree,
+	      struct clam_result *r);
+bool clam_engine_own_mime(const struct clam_engine *e);
 void clam_result_release(struct clam_result *r);
 
 #endif

@@ -60,6 +60,7 @@ struct clamav_cfg {
 	char   *on_incomplete;		/* "tempfail", "pass" or "reject" */
 	char   *temp_dir;		/* where libclamav unpacks; NULL: spool_dir */
 	long	disable_cache;		/* no cache of clean files */
+	char   *mail_parser;		/* "libclamav" or "postern": who takes the MIME apart */
 };
 
 struct spamd_cfg {

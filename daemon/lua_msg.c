@@ -93,9 +93,9 @@ ensure_header(lua_State *L, struct policy_input *in)
 	return m->hdr;
 }
 
-/* ensure_mime - walk the MIME structure on first use */
-static struct mime_tree *
-ensure_mime(lua_State *L, struct policy_input *in)
+/* lua_msg_mime - the message's MIME structure, walked on first use (msg:parts(), ClamAV) */
+struct mime_tree *
+lua_msg_mime(lua_State *L, struct policy_input *in)
 {
 	struct message *m = in->m;
 	struct mime_limits lim;
@@ -316,7 +316,7 @@ static int
 part_content(lua_State *L)
 {
 	struct policy_input *in = lua_msg_check(L, lua_upvalueindex(1));
-	struct mime_tree *t = ensure_mime(L, in);
+	struct mime_tree *t = lua_msg_mime(L, in);
 	lua_Integer idx;
 	size_t limit;
 	struct buf out;
@@ -363,7 +363,7 @@ static int
 msg_parts(lua_State *L)
 {
 	struct policy_input *in = lua_msg_check(L, 1);
-	struct mime_tree *t = ensure_mime(L, in);
+	struct mime_tree *t = lua_msg_mime(L, in);
 
 	lua_createtable(L, (int)t->nparts, 0);
 	lua_createtable(L, 0, 1);		/* the parts' metatable */
@@ -721,7 +721,7 @@ msg_index(lua_State *L)
 		const char *why = ensure_header(L, in)->broken_reason;
 
 		if (why == NULL)
-			why = ensure_mime(L, in)->broken_reason;
+			why = lua_msg_mime(L, in)->broken_reason;
 		if (why != NULL)
 			lua_pushstring(L, why);
 		else

@@ -24,15 +24,19 @@
 
 /* ensure_scan - the message's ClamAV result, scanning on first use; NULL without an engine */
 static const struct clam_result *
-ensure_scan(struct policy_input *in)
+ensure_scan(lua_State *L, struct policy_input *in)
 {
 	struct message *m = in->m;
 
 	if (in->clam == NULL)
 		return NULL;
 	if (m->clam == NULL) {
+		/* the same walk msg:parts() shows, when the engine takes the message apart by it */
+		const struct mime_tree *tree = clam_engine_own_mime(in->clam) ? lua_msg_mime(L, in) :
+					       NULL;
+
 		m->clam = xcalloc(1, sizeof(*m->clam));
-		clam_scan(in->clam, spool_fd(m->spool), spool_size(m->spool), m->clam);
+		clam_scan(in->clam, spool_fd(m->spool), spool_size(m->spool), tree, m->clam);
 		stats_observe(in->listener, STAGE_CLAMAV, m->clam->elapsed_ms * 1000LL);
 		if (m->clam->status == CLAM_ERROR)
 			stats_error(in->listener, ERR_CLAMAV);
@@ -53,7 +57,7 @@ static int
 msg_clamav(lua_State *L)
 {
 	struct policy_input *in = lua_msg_check(L, 1);
-	const struct clam_result *r = ensure_scan(in);
+	const struct clam_result *r = ensure_scan(L, in);
 	static const char *const names[] = { "clean", "infected", "error" };
 
 	if (r == NULL) {
@@ -114,7 +118,7 @@ static int
 msg_files(lua_State *L)
 {
 	struct policy_input *in = lua_msg_check(L, 1);
-	const struct clam_result *r = ensure_scan(in);
+	const struct clam_result *r = ensure_scan(L, in);
 
 	lua_Integer n = 0;
 

@@ -278,7 +278,7 @@ main(int argc, char **argv)
 	else if (cfg->user != NULL)
 		log_warnx("%s: user '%s' ignored: not started as root", path, cfg->user);
 	prepare_dir(cfg, "spool_dir", cfg->spool_dir, as_root, uid, gid);
-	if (cfg->clamav.temp_dir != NULL)
+	if (cfg->clamav.database != NULL)
 		prepare_dir(cfg, "clamav.temp_dir", cfg->clamav.temp_dir, as_root, uid, gid);
 	if (any_policy(cfg))	/* only a policy can quarantine */
 		prepare_dir(cfg, "quarantine.dir", cfg->quarantine_dir, as_root, uid, gid);

@@ -462,7 +462,7 @@ master_load_engine(const struct config *cfg, struct clam_engine **clam_r, char *
 	*clam_r = NULL;
 	if (cfg->clamav.database == NULL)
 		return 0;
-	if ((*clam_r = clam_engine_load(&cfg->clamav, cfg->spool_dir, error_r)) == NULL)
+	if ((*clam_r = clam_engine_load(&cfg->clamav, cfg->clamav.temp_dir, error_r)) == NULL)
 		return -1;
 	log_info("clamav: %u signatures from %s loaded in %ld ms", clam_engine_signatures(*clam_r),
 		 cfg->clamav.database, clam_engine_load_ms(*clam_r));

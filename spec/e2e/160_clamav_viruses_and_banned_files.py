@@ -14,8 +14,10 @@ Postern.Test.Blob.Hash (a binary blob generated here). Pinned behaviour:
     every time the log line's hits name clamav:NAME (NAME the signature,
     libclamav's ".UNOFFICIAL" suffix allowed) and nothing reaches the sink;
     for: EICAR as the plain-text body, as a base64 attachment, inside a zip,
-    inside a zip inside a zip; our own body signature (marker in a text
-    part); our hash signature (the blob as a base64 attachment);
+    inside a zip inside a zip, attached inside a forwarded message/rfc822,
+    as an attachment whose closing boundary never comes (damaged MIME); our
+    own body signature (marker in a text part); our hash signature (the
+    blob as a base64 attachment);
   banned files (P.banned, libclamav's file list): an .exe member of a zip
     (by name), a "harmless.txt" attachment whose content is an MZ header
     (by type MSEXE) -> 554 5.7.0 "Banned file NAME (TYPE)", not delivered;
@@ -51,6 +53,10 @@ Postern.Test.Blob.Hash (a binary blob generated here). Pinned behaviour:
     with a corrupt file dropped into the running daemon's directory: "reload
     failed, keeping the running configuration and signatures: ..." naming
     the file, the same workers keep running and still catch EICAR.
+
+Every point holds with postern's own MIME walk taking the message apart
+(clamav.mail_parser unset: the default) and with libclamav's mail parser
+(spec 165 runs this file with SPEC_CLAMAV_MAIL_PARSER=libclamav).
 """
 import base64
 import io
@@ -118,13 +124,16 @@ for name, text in POLICIES.items():
     with open(os.path.join(POLICY_DIR, name), "w") as f:
         f.write(text)
 
+# clamav.mail_parser: postern's (the default), or "libclamav" when spec 165 runs this file
+MAIL_PARSER = os.environ.get("SPEC_CLAMAV_MAIL_PARSER", "")
+PARSER = {"mail_parser": MAIL_PARSER} if MAIL_PARSER else {}
 sink = Sink(name="sink")
 FWD = "127.0.0.1:%d" % sink.port
 DB_A = database("db-a")
 pd = Posternd({name[:-4]: {"policy": name, "forward": FWD, "workers": 1}
                for name in ("discard.lua", "reject.lua", "quar.lua", "files.lua", "inc.lua",
                             "banned_only.lua")},
-              settings={"clamav": {"database": DB_A}})
+              settings={"clamav": dict(PARSER, database=DB_A)})
 ALL = [pd]
 
 
@@ -166,11 +175,12 @@ def log_line(d, listener, mid, timeout=5):
 _tok = [0]
 
 
-def make(subject, body=b"Hello.\r\n", extra=b"", parts=None):
+def make(subject, body=b"Hello.\r\n", extra=b"", parts=None, unclosed=False):
     """A message with a unique X-Spec-Token: (token, bytes).
 
     parts: [(filename, content type, bytes)] attached in base64 after a text
-    part holding body; without parts, body is the whole (plain text) body.
+    part holding body (a message/rfc822 part as it is, 7bit); without parts,
+    body is the whole (plain text) body. unclosed: no closing boundary.
     """
     _tok[0] += 1
     token = "tok%d-%s" % (_tok[0], os.urandom(4).hex())
@@ -184,12 +194,17 @@ def make(subject, body=b"Hello.\r\n", extra=b"", parts=None):
     out = [head, b"\r\nThis is a MIME message.\r\n\r\n--%s\r\n" % b.encode(),
            b"Content-Type: text/plain; charset=us-ascii\r\n\r\n", body, b"\r\n"]
     for name, ctype, content in parts:
+        if ctype == "message/rfc822":
+            out.append(("--%s\r\nContent-Type: message/rfc822\r\n\r\n" % b).encode())
+            out.append(content + b"\r\n")
+            continue
         enc = base64.encodebytes(content).replace(b"\n", b"\r\n")
         out.append(("--%s\r\nContent-Type: %s; name=\"%s\"\r\nContent-Transfer-Encoding: base64\r\n"
                     "Content-Disposition: attachment; filename=\"%s\"\r\n\r\n" %
                     (b, ctype, name, name)).encode())
         out.append(enc)
-    out.append(("--%s--\r\n" % b).encode())
+    if not unclosed:
+        out.append(("--%s--\r\n" % b).encode())
     return token, b"".join(out)
 
 
@@ -303,6 +318,12 @@ VIRUSES = [
      dict(body=b"Some text before " + MARKER + b" and after.\r\n")),
     ("our hash signature (the blob as a base64 attachment)", SIG_BLOB,
      dict(parts=[("blob.bin", "application/octet-stream", BLOB)])),
+    # MIME that a parser must get right: a forwarded message, and damage
+    ("EICAR attached inside a forwarded message/rfc822", SIG_EICAR,
+     dict(parts=[("fwd.eml", "message/rfc822",
+                  make("inner", parts=[("eicar.com", "application/octet-stream", EICAR)])[1])])),
+    ("EICAR as a base64 attachment whose closing boundary never comes", SIG_EICAR,
+     dict(parts=[("eicar.bin", "application/octet-stream", EICAR)], unclosed=True)),
 ]
 
 for label, sig, kw in VIRUSES:
@@ -436,7 +457,7 @@ for value in ("tempfail", "pass", "reject"):
     listeners = {"inc": {"policy": "inc.lua", "forward": FWD, "workers": 1}}
     if value == "pass":
         listeners["inc_reject"] = {"policy": "inc_reject.lua", "forward": FWD, "workers": 1}
-    cl = dict(LIMITS, database=database("db-" + value), on_incomplete=value)
+    cl = dict(LIMITS, database=database("db-" + value), on_incomplete=value, **PARSER)
     inc[value] = Posternd(listeners, settings={"clamav": cl})
     ALL.append(inc[value])
 
@@ -498,7 +519,7 @@ db_bad = database("db-bad")
 with open(os.path.join(db_bad, BROKEN), "w") as f:
     f.write("this line is not a signature\n")
 bad = Posternd({"x": {"policy": "inc.lua", "forward": FWD, "workers": 1}},
-               settings={"clamav": {"database": db_bad}}, start=False)
+               settings={"clamav": dict(PARSER, database=db_bad)}, start=False)
 ALL.append(bad)
 try:
     p = subprocess.run([POSTERND, "-f", "-c", bad.conf], capture_output=True, timeout=60)

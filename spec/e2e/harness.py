@@ -275,7 +275,15 @@ class Posternd:
             return []
 
     def spool_files(self):
-        return os.listdir(self.spool) if os.path.isdir(self.spool) else []
+        """What is left in the spool directory: its files, and what is inside scan/ (the
+        default clamav.temp_dir, a directory of its own that libclamav must leave empty)."""
+        if not os.path.isdir(self.spool):
+            return []
+        out = [n for n in os.listdir(self.spool) if n != "scan"]
+        scan = os.path.join(self.spool, "scan")
+        if os.path.isdir(scan):
+            out += ["scan/" + n for n in os.listdir(scan)]
+        return out
 
 
 def check_config(text):

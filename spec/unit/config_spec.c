@@ -59,6 +59,7 @@ defaults(void)
 	is_int(lc->command_timeout_ms, 300000, "command_timeout default 300 s");
 	is_int(lc->allow_count, 2, "allow defaults to loopback (two networks)");
 	is_str(cfg->log_level, "info", "log_level default");
+	is_str(cfg->clamav.mail_parser, "postern", "clamav.mail_parser default: postern's own MIME walk");
 	ok(cfg->user == NULL, "user has no default");
 	config_free(cfg);
 }
@@ -85,6 +86,7 @@ values(void)
 	}
 	lc = &cfg->listeners[0];
 	is_str(cfg->spool_dir, "/tmp/x", "spool_dir");
+	is_str(cfg->clamav.temp_dir, "/tmp/x/scan", "clamav.temp_dir defaults to spool_dir/scan");
 	is_str(cfg->group, "mail", "multiple assignment sets group");
 	is_str(lc->listen, "127.0.0.1:20024", "listen built from a local variable");
 	is_int(lc->is_lmtp, 1, "protocol lmtp");
@@ -106,6 +108,9 @@ errors(void)
 		     ":1: listener \"ext\": unknown key 'fowrard'");
 	expect_error("wrong type", "log_level = 3\n" ONE_LISTENER, ":1: key 'log_level': expected a string");
 	expect_error("bad enum", ONE_LISTENER "log_level = \"loud\"\n", ":2: key 'log_level'");
+	expect_error("unknown clamav.mail_parser",
+		     ONE_LISTENER "clamav = { database = \"/x\", mail_parser = \"clamd\" }\n",
+		     "expected \"libclamav\" or \"postern\"");
 	expect_error("unknown syslog facility", ONE_LISTENER "syslog_facility = \"mial\"\n",
 		     ":2: key 'syslog_facility': expected a syslog facility");
 	expect_error("workers out of range",

@@ -9,11 +9,12 @@
  * that is encoded, an attachment or not text is decoded into memory and
  * scanned over a memory map, archives, documents and any mail inside them
  * unpacked as usual (an inline text part in 7bit or 8bit has no bytes the
- * raw pass did not see).
+ * raw pass did not see). Files uuencoded inside a text part are decoded
+ * (mime_uu.c) and scanned as files of their own, named by their "begin" line.
  * libclamav's own mail parser writes every part to a temporary file, which
- * is most of a small message's cost. What this gives up is that parser's
- * heuristics (uuencoded and BinHex bodies in text, text that merely looks
- * like base64). A message whose MIME structure is broken goes to libclamav
+ * is most of a small message's cost. What this gives up is two of that
+ * parser's heuristics (BinHex bodies in text, text that merely looks like
+ * base64). A message whose MIME structure is broken goes to libclamav
  * whole, so damage cannot hide a part from the scan. The limits hold for
  * the message as a whole: max_scan_size counts every decoded part,
  * max_scan_time runs across the parts, max_file_size bounds each part;
@@ -516,6 +517,43 @@ needs_own_scan(const struct mime_part *p)
 }
 
 /*
+ * scan_uuencoded - every uuencoded file inside a text part, scanned as a file of its own
+ *
+ * Named as its "begin" line names it (for P.banned), one level below the
+ * part. Returns -1 when the message's scan size is used up (the scan stops).
+ */
+static int
+scan_uuencoded(const struct clam_engine *e, const struct buf *text, unsigned depth,
+	       struct clam_result *r, size_t *total)
+{
+	struct buf file;
+	size_t pos = 0;
+	char *name = NULL;
+	int rc = 0;
+
+	if (text->len < 6 || memmem(text->ptr, text->len, "begin ", 6) == NULL)
+		return 0;	/* the common case, decided without walking the lines */
+	/* a refused line leaves more than max_file_size: over the limit, never cut short */
+	buf_init(&file, e->max_file_size + 64);
+	while (mime_uu_next(text->ptr, text->len, &pos, &file, &name)) {
+		if (file.len > e->max_file_size)
+			limit_hit(r, "Heuristics.Limits.Exceeded.MaxFileSize");
+		else if ((*total += file.len) > e->max_scan_size) {
+			limit_hit(r, "Heuristics.Limits.Exceeded.MaxScanSize");
+			rc = -1;
+		} else
+			scan_part(e, &file, name, depth, r);
+		free(name);
+		name = NULL;
+		buf_reset(&file);
+		if (rc < 0)
+			break;
+	}
+	buf_release(&file);
+	return rc;
+}
+
+/*
  * scan_parts - mail_parser = "postern": a raw pass, then the leaf parts decoded
  *
  * The raw pass matches the message as it is, with libclamav's mail parser
@@ -546,10 +584,12 @@ scan_parts(const struct clam_engine *e, int fd, off_t size, const struct mime_tr
 	buf_init(&content, 0);
 	for (size_t i = 0; i < tree->nparts; i++) {
 		const struct mime_part *p = &tree->parts[i];
-		bool truncated = false;
+		bool truncated = false, own = needs_own_scan(p);
+		unsigned depth = p->depth > 0 ? (unsigned)p->depth : 1;
 
-		if (p->is_multipart || has_child[i] || !needs_own_scan(p))
-			continue;	/* a container (its children are scanned), or plain text */
+		if (p->is_multipart || has_child[i] ||
+		    (!own && strncmp(p->content_type, "text/", 5) != 0))
+			continue;	/* a container: its children are scanned */
 		if (now_ms() - start > e->max_scan_time_ms) {
 			limit_hit(r, "Heuristics.Limits.Exceeded.MaxScanTime");
 			break;
@@ -559,15 +599,19 @@ scan_parts(const struct clam_engine *e, int fd, off_t size, const struct mime_tr
 			note_outcome(r, CL_EREAD, NULL);
 			break;
 		}
-		if (truncated) {
+		if (own && truncated) {
 			limit_hit(r, "Heuristics.Limits.Exceeded.MaxFileSize");
 			continue;
 		}
-		if ((total += content.len) > e->max_scan_size) {
+		if (own && (total += content.len) > e->max_scan_size) {
 			limit_hit(r, "Heuristics.Limits.Exceeded.MaxScanSize");
 			break;
 		}
-		scan_part(e, &content, p->filename, p->depth > 0 ? (unsigned)p->depth : 1, r);
+		if (own)
+			scan_part(e, &content, p->filename, depth, r);
+		if (strncmp(p->content_type, "text/", 5) == 0 &&
+		    scan_uuencoded(e, &content, depth + 1, r, &total) < 0)
+			break;
 	}
 	buf_release(&content);
 	free(has_child);

@@ -54,5 +54,6 @@ int mime_walk(int fd, off_t size, const struct mime_limits *lim, struct mime_tre
 void mime_release(struct mime_tree *tree);
 int mime_part_content(int fd, const struct mime_part *p, size_t limit, struct buf *out,
 		      bool *truncated_r);
+bool mime_uu_next(const char *text, size_t len, size_t *pos, struct buf *out, char **name_r);
 
 #endif

@@ -15,12 +15,15 @@ Postern.Test.Blob.Hash (a binary blob generated here). Pinned behaviour:
     libclamav's ".UNOFFICIAL" suffix allowed) and nothing reaches the sink;
     for: EICAR as the plain-text body, as a base64 attachment, inside a zip,
     inside a zip inside a zip, attached inside a forwarded message/rfc822,
-    as an attachment whose closing boundary never comes (damaged MIME); our
+    as an attachment whose closing boundary never comes (damaged MIME),
+    uuencoded inside the plain-text body; our
     own body signature (marker in a text part); our hash signature (the
     blob as a base64 attachment);
   banned files (P.banned, libclamav's file list): an .exe member of a zip
     (by name), a "harmless.txt" attachment whose content is an MZ header
-    (by type MSEXE) -> 554 5.7.0 "Banned file NAME (TYPE)", not delivered;
+    (by type MSEXE), a "setup.exe" uuencoded inside the text (by name; not
+    with mail_parser = "libclamav", whose parser does not pass the name on) ->
+    554 5.7.0 "Banned file NAME (TYPE)", not delivered;
     and the same for a 3-byte "tiny.exe" zip member and an empty "empty.exe"
     attachment: P.banned and msg:files() document "every file in the
     message", and amavisd-new bans by name whatever the size (libclamav
@@ -59,6 +62,7 @@ Every point holds with postern's own MIME walk taking the message apart
 (spec 165 runs this file with SPEC_CLAMAV_MAIL_PARSER=libclamav).
 """
 import base64
+import binascii
 import io
 import os
 import re
@@ -208,6 +212,13 @@ def make(subject, body=b"Hello.\r\n", extra=b"", parts=None, unclosed=False):
     return token, b"".join(out)
 
 
+def uuencode(name, content):
+    """content as a uuencoded block ("begin 644 NAME" ... "end"), CRLF lines."""
+    lines = [b"begin 644 " + name.encode()]
+    lines += [binascii.b2a_uu(content[i:i + 45]).rstrip(b"\n") for i in range(0, len(content), 45)]
+    return b"\r\n".join(lines + [b"`", b"end"]) + b"\r\n"
+
+
 def zip_of(members):
     """A zip (deflated) of [(name, bytes)]."""
     f = io.BytesIO()
@@ -324,6 +335,9 @@ VIRUSES = [
                   make("inner", parts=[("eicar.com", "application/octet-stream", EICAR)])[1])])),
     ("EICAR as a base64 attachment whose closing boundary never comes", SIG_EICAR,
      dict(parts=[("eicar.bin", "application/octet-stream", EICAR)], unclosed=True)),
+    # before MIME: a file uuencoded inside the text, which mail clients still decode
+    ("EICAR uuencoded inside the plain-text body", SIG_EICAR,
+     dict(body=b"Here it is:\r\n\r\n" + uuencode("eicar.com", EICAR) + b"\r\nBye.\r\n")),
 ]
 
 for label, sig, kw in VIRUSES:
@@ -362,12 +376,22 @@ BANNED_CASES = [
     ("a 3-byte .exe inside a zip (by file name)", r"tiny\.exe \(\w+\)",
      dict(parts=[("small.zip", "application/zip",
                   zip_of([("readme.txt", b"read me\n"), ("tiny.exe", b"MZ\x90")]))])),
+    # a file uuencoded inside a text part has the name its "begin" line gives
+    ("a uuencoded setup.exe inside the text (by file name)", r"setup\.exe \(\w+\)",
+     dict(body=b"See attached.\r\n" + uuencode("setup.exe", MZ))),
     # an empty part is not scanned at all: it is listed from the MIME walk, typed by its
     # Content-Type
     ("an empty .exe attachment (by file name)", r"empty\.exe \(application/octet-stream\)",
      dict(parts=[("empty.exe", "application/octet-stream", b"")])),
 ]
+# libclamav's mail parser decodes a uuencoded file but does not hand its name to the
+# callbacks P.banned reads: with mail_parser = "libclamav" that file is "unnamed"
+NAME_FROM_POSTERN = ("a uuencoded setup.exe inside the text (by file name)",)
 for label, what, kw in BANNED_CASES:
+    if MAIL_PARSER == "libclamav" and label in NAME_FROM_POSTERN:
+        for point in ("554 5.7.0 Banned file NAME (TYPE)", "log line", "nothing delivered"):
+            t.skip("banned %s: %s" % (label, point), "only postern's MIME walk knows the name")
+        continue
     tok, data = make("banned " + label, **kw)
     r = transact(pd.ports["reject"], ["user@example.com"], data)
     t.match(r"^554 5\.7\.0 id=\w+, Banned file %s$" % what, r.text,

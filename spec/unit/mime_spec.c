@@ -716,6 +716,53 @@ check_damage(void)
 	buf_release(&out);
 }
 
+/* uu_blocks - every block mime_uu_next finds in text, as "NAME=BYTES;" (BYTES as given) */
+static const char *
+uu_blocks(const char *text, size_t limit, struct buf *all)
+{
+	struct buf file;
+	size_t pos = 0;
+	char *name;
+
+	buf_reset(all);
+	buf_init(&file, limit);
+	while (mime_uu_next(text, strlen(text), &pos, &file, &name)) {
+		buf_appendf(all, "%s=", name);
+		buf_append(all, file.ptr ? file.ptr : "", file.len);
+		buf_appends(all, ";");
+		buf_reset(&file);
+		free(name);
+	}
+	buf_release(&file);
+	return buf_cstr(all);
+}
+
+/* check_uuencode - files uuencoded inside text, as mail clients decode them */
+static void
+check_uuencode(void)
+{
+	struct buf all;
+
+	buf_init(&all, 0);
+	/* "Cat" is "#0V%T" ("#" = 3 bytes); "hello world" takes one line */
+	is_str(uu_blocks("Hi,\r\nbegin 644 cat.txt\r\n#0V%T\r\n`\r\nend\r\nBye\r\n", 0, &all),
+	       "cat.txt=Cat;", "uuencode: one block, CRLF lines");
+	is_str(uu_blocks("begin 0755 a b.exe\n+:&5L;&\\@=V]R;&0`\nend\n", 0, &all),
+	       "a b.exe=hello world;", "uuencode: LF lines, four-digit mode, a name with a space");
+	is_str(uu_blocks("begin 644 one\n#0V%T\nend\ntext\nbegin 600 two\n#0V%T\nend\n", 0, &all),
+	       "one=Cat;two=Cat;", "uuencode: two blocks, text between them");
+	is_str(uu_blocks("begin 644 cut\n#0V%T\n#0V%T\n", 0, &all), "cut=CatCat;",
+	       "uuencode: no end line: what was there");
+	is_str(uu_blocks("begin 644 bad\n#0V%T\n#0V\x7f%T\n#0V%T\nend\n", 0, &all), "bad=Cat;",
+	       "uuencode: a damaged line ends the block with what came before it");
+	is_str(uu_blocks("begin 644 big\n#0V%T\n#0V%T\nend\n", 4, &all), "big=Cat;",
+	       "uuencode: the output buffer's limit ends the block");
+	is_str(uu_blocks("begin to end\nbegin 64 x\nbegin 644\nbegin 644 \n begin 644 y\n", 0, &all), "",
+	       "uuencode: lines that only look like begin lines are text");
+	is_str(uu_blocks("", 0, &all), "", "uuencode: empty text");
+	buf_release(&all);
+}
+
 int
 main(void)
 {
@@ -726,5 +773,6 @@ main(void)
 	check_content_misc();
 	check_limits();
 	check_damage();
+	check_uuencode();
 	return done_testing();
 }

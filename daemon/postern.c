@@ -123,16 +123,6 @@ load_config(const struct context *ctx)
 	return cfg;
 }
 
-/* print_escaped - s on f with control bytes escaped (it came from the command line) */
-static void
-print_escaped(FILE *f, const char *s)
-{
-	char *e = esc_logs(s);
-
-	fputs(e, f);
-	free(e);
-}
-
 /* is_no_daemon - does this errno of connect(2) mean nobody listens on the socket */
 static bool
 is_no_daemon(int err)
@@ -226,7 +216,7 @@ cmd_postfix_config(const struct context *ctx, int argc, char **argv)
 			name = &o.submission;
 		else {
 			fprintf(stderr, "postern: unknown argument '");
-			print_escaped(stderr, arg);
+			esc_fputs(arg, stderr);
 			fprintf(stderr, "'\n");
 			command_usage(ctx, NULL);
 		}
@@ -360,10 +350,10 @@ main(int argc, char **argv)
 		usage(2);
 	if ((ctx.cmd = find_command(argc - optind, argv + optind, &used)) == NULL) {
 		fprintf(stderr, "postern: unknown command '");
-		print_escaped(stderr, argv[optind]);
+		esc_fputs(argv[optind], stderr);
 		if (optind + 1 < argc && strcmp(argv[optind], "quarantine") == 0) {
 			fprintf(stderr, " ");
-			print_escaped(stderr, argv[optind + 1]);
+			esc_fputs(argv[optind + 1], stderr);
 		}
 		fprintf(stderr, "'\n");
 		usage(2);

@@ -147,16 +147,6 @@ format_time(time_t when, char *out, size_t size)
 		snprintf(out, size, "@%lld", (long long)when);
 }
 
-/* print_escaped - s on f with control bytes escaped (it came from mail) */
-static void
-print_escaped(FILE *f, const char *s)
-{
-	char *e = esc_logs(s);
-
-	fputs(e, f);
-	free(e);
-}
-
 /* copy_range - len bytes at off of in onto out; -1 with errno */
 static int
 copy_range(int in, off_t off, off_t len, FILE *out)
@@ -331,7 +321,7 @@ pick_rcpts(const struct quarantine_entry *e, const struct qadmin_req *r, size_t 
 
 		if (found == NULL) {
 			fprintf(err, "postern: %s: <", e->id);
-			print_escaped(err, r->rcpts[i]);
+			esc_fputs(r->rcpts[i], err);
 			fprintf(err, "> is not a recipient of this message (see postern quarantine show "
 				"%s)\n", e->id);
 			free(rcpts);
@@ -357,10 +347,10 @@ report_delivery(const struct message *m, FILE *out)
 
 		accepted += rc->code / 100 == 2;
 		fprintf(out, "<");
-		print_escaped(out, rc->addr);
+		esc_fputs(rc->addr, out);
 		fprintf(out, ">: %s: ", rc->code / 100 == 2 ? "delivered" :
 			rc->code / 100 == 5 ? "refused" : "deferred");
-		print_escaped(out, rc->reply && *rc->reply ? rc->reply : "no reply");
+		esc_fputs(rc->reply && *rc->reply ? rc->reply : "no reply", out);
 		fprintf(out, "\n");
 	}
 	return accepted;
@@ -397,7 +387,7 @@ run_release(const struct config *cfg, const struct qadmin_req *r, const struct q
 	}
 	if ((lc = find_listener(cfg, e.listener)) == NULL) {
 		fprintf(io->err, "postern: %s: listener \"", r->id);
-		print_escaped(io->err, e.listener);
+		esc_fputs(e.listener, io->err);
 		fprintf(io->err, "\" that quarantined it is not in %s any more\n", cfg->path);
 		goto out;
 	}
@@ -464,17 +454,17 @@ print_entry(const struct quarantine_entry *e, void *arg)
 
 	format_time(e->when, when, sizeof(when));
 	fprintf(out, "%s\t%s\t", e->id, when);
-	print_escaped(out, e->listener);
+	esc_fputs(e->listener, out);
 	fprintf(out, "\t%lld\t<", (long long)e->data_len);
-	print_escaped(out, e->sender);
+	esc_fputs(e->sender, out);
 	fprintf(out, ">\t");
 	for (size_t i = 0; i < e->nrcpts; i++) {
 		fprintf(out, "%s<", i ? "," : "");
-		print_escaped(out, e->rcpts[i]);
+		esc_fputs(e->rcpts[i], out);
 		fprintf(out, ">");
 	}
 	fprintf(out, "\t");
-	print_escaped(out, e->reason);
+	esc_fputs(e->reason, out);
 	fprintf(out, "\n");
 	st->entries++;
 	return 0;
@@ -512,17 +502,17 @@ run_show(const struct config *cfg, const struct qadmin_req *r, const struct qadm
 	}
 	format_time(e.when, when, sizeof(when));
 	fprintf(out, "Id: %s\nTime: %s\nListener: ", e.id, when);
-	print_escaped(out, e.listener);
+	esc_fputs(e.listener, out);
 	fprintf(out, "\nFrom: <");
-	print_escaped(out, e.sender);
+	esc_fputs(e.sender, out);
 	fprintf(out, ">\n");
 	for (size_t i = 0; i < e.nrcpts; i++) {
 		fprintf(out, "To: <");
-		print_escaped(out, e.rcpts[i]);
+		esc_fputs(e.rcpts[i], out);
 		fprintf(out, ">\n");
 	}
 	fprintf(out, "Reason: ");
-	print_escaped(out, e.reason);
+	esc_fputs(e.reason, out);
 	fprintf(out, "\nSize: %lld\n\n", (long long)e.data_len);
 	if (copy_range(fd, e.data_off, e.data_len, out) < 0) {
 		fprintf(io->err, "postern: %s: cannot print the message: %s\n", e.id, strerror(errno));

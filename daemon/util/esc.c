@@ -2,6 +2,7 @@
  * esc - make network bytes safe to log; see esc.h
  */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "util/buf.h"
@@ -35,6 +36,16 @@ char *
 esc_logs(const char *s)
 {
 	return esc_log(s ? s : "", s ? strlen(s) : 0);
+}
+
+/* esc_fputs - s onto f, escaped as esc_log does: text from mail for a terminal */
+void
+esc_fputs(const char *s, FILE *f)
+{
+	char *e = esc_logs(s);
+
+	fputs(e, f);
+	free(e);
 }
 
 /*

@@ -9,9 +9,11 @@
 #define POSTERN_ESC_H
 
 #include <stddef.h>
+#include <stdio.h>
 
 char *esc_log(const char *p, size_t len);
 char *esc_logs(const char *s);
+void esc_fputs(const char *s, FILE *f);
 struct buf;
 void esc_json(struct buf *out, const char *s);
 

@@ -41,10 +41,8 @@ import os
 import re
 import subprocess
 
-from harness import Client, Posternd, Reply, Sink, stuff, t, workspace
+from harness import POSTERN, Client, Posternd, Reply, Sink, stuff, t, workspace
 
-POSTERN = os.environ.get("POSTERN", os.path.join(os.path.dirname(os.environ.get(
-    "POSTERND", "daemon/posternd")), "postern"))
 SENDER = "sender@example.org"
 WS = workspace()
 POLICY_DIR = os.path.join(WS, "policies")

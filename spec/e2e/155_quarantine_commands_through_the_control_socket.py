@@ -35,10 +35,8 @@ import socket
 import subprocess
 import time
 
-from harness import Client, Posternd, Sink, stuff, t, wait_until, workspace
+from harness import POSTERN, Client, Posternd, Sink, stuff, t, wait_until, workspace
 
-POSTERN = os.environ.get("POSTERN", os.path.join(os.path.dirname(os.environ.get(
-    "POSTERND", "daemon/posternd")), "postern"))
 SENDER = "sender@example.org"
 WS = workspace()
 POLICY_DIR = os.path.join(WS, "policies")

@@ -52,13 +52,12 @@ import subprocess
 
 import harness
 import postfix
-from harness import Client, Posternd, Reply, Sink, stuff, t
+from harness import POSTERN, Client, Posternd, Reply, Sink, stuff, t
 
 why = postfix.unavailable()
 if why:
     harness.skip_all(why)
 
-POSTERN = os.environ.get("POSTERN", os.path.join(os.path.dirname(harness.POSTERND), "postern"))
 DELIVERY_WAIT = 60  # seconds; Postfix usually needs one or two
 
 

@@ -56,10 +56,9 @@ import time
 import urllib.error
 import urllib.request
 
-from harness import (POSTERND, Client, Posternd, Reply, Sink, check_config, free_port, stuff, t,
-                     wait_until, workspace)
+from harness import (POSTERN, POSTERND, Client, Posternd, Reply, Sink, check_config, free_port,
+                     stuff, t, wait_until, workspace)
 
-POSTERN = os.environ.get("POSTERN", os.path.join(os.path.dirname(POSTERND), "postern"))
 WS = workspace()
 POLICY_DIR = os.path.join(WS, "policies")
 os.makedirs(POLICY_DIR, exist_ok=True)

@@ -22,6 +22,8 @@ import time
 
 SRCDIR = os.environ.get("SRCDIR", os.path.join(os.path.dirname(__file__), "..", ".."))
 POSTERND = os.environ.get("POSTERND", os.path.join(SRCDIR, "daemon", "posternd"))
+# the postern command: $POSTERN, else the one built beside posternd
+POSTERN = os.environ.get("POSTERN", os.path.join(os.path.dirname(POSTERND), "postern"))
 SINK = os.path.join(SRCDIR, "demo", "sink.py")
 
 

@@ -35,7 +35,9 @@
  * virus or for clean mail.
  */
 #include <clamav.h>
+#include <dirent.h>
 #include <errno.h>
+#include <ftw.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -647,6 +649,50 @@ bool
 clam_engine_own_mime(const struct clam_engine *e)
 {
 	return e->own_mime;
+}
+
+/* remove_entry - nftw's callback for a depth-first removal */
+static int
+remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+	(void)st;
+	(void)ftw;
+	if (flag == FTW_DP)
+		rmdir(path);
+	else
+		unlink(path);
+	return 0;
+}
+
+/*
+ * clam_clean_temp_dir - remove what libclamav left in dir when a worker died mid-scan
+ *
+ * libclamav removes its per-scan directory ("...-scantemp.XXXX") when a
+ * scan ends; a worker killed during one leaves it behind, and on disk it
+ * would stay for good. Only called at start, when no scan runs. Only
+ * libclamav's own names are touched. Returns how many were removed.
+ */
+int
+clam_clean_temp_dir(const char *dir)
+{
+	DIR *d = opendir(dir);
+	struct dirent *de;
+	int removed = 0;
+
+	if (d == NULL)
+		return 0;
+	while ((de = readdir(d)) != NULL) {
+		char *path;
+
+		if (strstr(de->d_name, "-scantemp.") == NULL && !is_temp_name(de->d_name))
+			continue;
+		path = xasprintf("%s/%s", dir, de->d_name);
+		nftw(path, remove_entry, 8, FTW_DEPTH | FTW_PHYS);
+		free(path);
+		removed++;
+	}
+	closedir(d);
+	return removed;
 }
 
 /* clam_result_release - free what a result owns */

@@ -67,5 +67,6 @@ int clam_scan(const struct clam_engine *e, int fd, off_t size, const struct mime
 	      struct clam_result *r);
 bool clam_engine_own_mime(const struct clam_engine *e);
 void clam_result_release(struct clam_result *r);
+int clam_clean_temp_dir(const char *dir);
 
 #endif

@@ -207,7 +207,7 @@ main(int argc, char **argv)
 	struct config *cfg;
 	uid_t uid = 0;
 	gid_t gid = 0;
-	int ch, rc;
+	int ch, rc, n;
 
 	while ((ch = getopt(argc, argv, "c:dfko:tVh")) != -1) {
 		switch (ch) {
@@ -294,6 +294,9 @@ main(int argc, char **argv)
 	if (master_load_engine(cfg, &clam, &error) < 0)
 		log_fatal("%s: %s", path, error);
 	spool_clean_dir(cfg->spool_dir, 0);
+	if (clam != NULL && (n = clam_clean_temp_dir(cfg->clamav.temp_dir)) > 0)
+		log_info("clamav: removed %d scan director%s left in %s by an earlier run", n,
+			 n == 1 ? "y" : "ies", cfg->clamav.temp_dir);
 	signal(SIGPIPE, SIG_IGN);
 	if (!foreground)
 		daemonize();

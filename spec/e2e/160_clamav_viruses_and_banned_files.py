@@ -50,6 +50,8 @@ Postern.Test.Blob.Hash (a binary blob generated here). Pinned behaviour:
     (discarded, hit clamav:NAME), never "Unchecked" and delivered: an
     incomplete part must not hide a detection elsewhere in the message;
   posternd -t says "clamav: 4 signatures load from DIR";
+  a per-scan directory that a killed worker left in clamav.temp_dir is removed
+    at the next start (and logged); other files there stay;
   the master logs "clamav: 4 signatures from DIR loaded in N ms";
   a database directory with a corrupt signature file: posternd refuses to
     start (exit status 1) and its own error line names the file; on SIGHUP
@@ -586,6 +588,29 @@ tok, data = make("clean after broken reload")
 r = transact(pd.ports["reject"], ["user@example.com"], data)
 t.ok(r.code == 250 and len(copies(tok)) == 1,
      "SIGHUP with a corrupt signature file: clean mail still passes", r)
+
+# ---------------------------------------------------------------- leftovers of a killed scan
+# a worker killed mid-scan leaves libclamav's per-scan directory in clamav.temp_dir
+# (spool_dir/scan by default): the next start removes it, and nothing else there
+left = Posternd({"x": {"policy": "inc.lua", "forward": FWD, "workers": 1}},
+                settings={"clamav": dict(PARSER, database=database("db-left"))}, start=False)
+ALL.append(left)
+scan_dir = os.path.join(left.spool, "scan")
+stale = os.path.join(scan_dir, "20260101_000000-scantemp.0123456789", "mail-tmp.abcdef0123")
+os.makedirs(stale)
+with open(os.path.join(stale, "clamav-0123456789abcdef0123456789abcdef.tmp"), "wb") as f:
+    f.write(EICAR)
+with open(os.path.join(scan_dir, "operator-notes.txt"), "w") as f:
+    f.write("not libclamav's\n")
+if os.geteuid() == 0:
+    subprocess.run(["chown", "-R", "nobody", left.spool], check=True)
+left.start()
+t.ok(left.wait_log(r"clamav: removed 1 scan directory left in %s by an earlier run"
+                   % re.escape(scan_dir)), "start: a killed scan's directory is removed, and logged",
+     left.log()[-2000:])
+t.eq(sorted(os.listdir(scan_dir)), ["operator-notes.txt"],
+     "start: only libclamav's leftovers are removed from clamav.temp_dir")
+os.unlink(os.path.join(scan_dir, "operator-notes.txt"))
 
 # ---------------------------------------------------------------- the end
 for d in ALL:

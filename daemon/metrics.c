@@ -14,6 +14,8 @@
  * ClamAV signatures and their age, uptime.
  */
 #include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <poll.h>
 #include <stdio.h>
 #include <string.h>
@@ -30,6 +32,7 @@
 #include "util/xalloc.h"
 
 #define METRICS_IO_MS		500	/* per request read and per answer write */
+#define METRICS_DEFER_S		10	/* the kernel holds a silent connection this long */
 #define METRICS_REQUEST_MAX	8192	/* a GET with headers fits */
 
 static const char *const stage_names[STAGE_COUNT] = {
@@ -55,6 +58,18 @@ metrics_listen(const char *addr, char **error_r)
 	if ((fd = net_listen(&ep)) < 0) {
 		*error_r = xasprintf("metrics.listen %s: %s", addr, strerror(errno));
 		return -1;
+	}
+	/*
+	 * The master reads a request for at most METRICS_IO_MS after accept():
+	 * a scraper descheduled on a busy machine between its connect() and its
+	 * request would get a 400. With TCP_DEFER_ACCEPT the kernel wakes us
+	 * only once the request's first bytes are there. Best effort: without
+	 * it the bound still holds.
+	 */
+	{
+		int secs = METRICS_DEFER_S;
+
+		(void)setsockopt(fd, IPPROTO_TCP, TCP_DEFER_ACCEPT, &secs, sizeof(secs));
 	}
 	return fd;
 }

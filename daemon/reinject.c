@@ -2,8 +2,8 @@
  * reinject - the SMTP client that hands accepted mail to the listener's `forward`
  *
  * See reinject.h for the contract. One transaction is: XFORWARD (when
- * offered), MAIL, RCPT... (one pipelined group when PIPELINING is offered),
- * then DATA and the message: our added header lines, then the spool bytes
+ * offered), MAIL, RCPT..., DATA (one pipelined group when PIPELINING is
+ * offered), then the message: our added header lines, then the spool bytes
  * dot-stuffed. Replies are read with forward_timeout each; any failure of the
  * connection after the first reply of a transaction makes every recipient
  * still open a temporary failure, since the message is still safe with our
@@ -69,6 +69,7 @@ struct tx {
 	off_t	spool_off;		/* where in the spool the copy goes on after prefix */
 	off_t	spool_len;		/* how many spool bytes it takes from there */
 	bool	stop_on_mixed;		/* return TX_MIXED instead of sending DATA */
+	bool	mail_refused;		/* set by envelope_replies: forward refused MAIL */
 };
 
 /* mono_ms - monotonic milliseconds between two points */
@@ -528,6 +529,7 @@ envelope_replies(struct downstream *ds, struct tx *t, const struct message *m, i
 	}
 	if (r->code / 100 != 2) {
 		fail_open(t, r->code, r->text.ptr);
+		t->mail_refused = true;
 		return 0;
 	}
 	for (size_t i = 0; i < t->nrcpts; i++) {
@@ -540,6 +542,34 @@ envelope_replies(struct downstream *ds, struct tx *t, const struct message *m, i
 			accepted++;
 	}
 	return accepted;
+}
+
+/* read_data_reply - the pipelined DATA's reply into *r; false when the connection failed */
+static bool
+read_data_reply(struct downstream *ds, struct tx *t, const struct listener_cfg *lc,
+		struct reply *r)
+{
+	if (read_reply(ds, r, NULL) != 0)
+		return true;
+	lost(ds, t, lc, "after DATA", r->text.ptr);
+	return false;
+}
+
+/*
+ * abort_tx - end a transaction that must not deliver
+ *
+ * data_code is the reply to a pipelined DATA (0: none was sent). After a
+ * 354 the server waits for the message: the only way out that delivers
+ * nothing is to close the connection before the final dot (RFC 5321
+ * 4.1.1.4), so it is hung up; otherwise RSET.
+ */
+static void
+abort_tx(struct downstream *ds, int data_code)
+{
+	if (data_code == 354)
+		hang_up(ds);
+	else
+		reset_downstream(ds);
 }
 
 /*
@@ -559,6 +589,7 @@ run_tx(struct downstream *ds, const struct config *cfg, const struct listener_cf
 
 	buf_init(&r.text, 0);
 	buf_init(&why, 0);
+	t->mail_refused = false;
 	for (size_t i = 0; i < t->nrcpts; i++)
 		message_set_reply(t->rcpts[i], 0, "");
 	if (get_connection(ds, cfg, lc, &why) < 0) {
@@ -574,9 +605,11 @@ run_tx(struct downstream *ds, const struct config *cfg, const struct listener_cf
 	}
 	xforwards = queue_xforward(ds, c);
 	if (ds->pipelining) {
+		/* DATA may end the group (RFC 2920 3.1): one round trip less per message */
 		queue_mail(ds, m, t);
 		for (size_t i = 0; i < t->nrcpts; i++)
 			queue_rcpt(ds, t->rcpts[i]);
+		io_puts(&ds->io, "DATA\r\n");
 	}
 	accepted = envelope_replies(ds, t, m, xforwards, &r, &first_failed);
 	if (accepted < 0) {
@@ -588,17 +621,31 @@ run_tx(struct downstream *ds, const struct config *cfg, const struct listener_cf
 		lost(ds, t, lc, "after MAIL/RCPT", r.text.ptr);
 		goto out;
 	}
+	if (t->mail_refused) {
+		/*
+		 * Every recipient has MAIL's reply. Pipelined, the RCPT and DATA
+		 * replies are still on their way and RSET's would come after
+		 * them: the connection is not worth untangling.
+		 */
+		if (ds->pipelining)
+			hang_up(ds);
+		else
+			reset_downstream(ds);
+		goto out;
+	}
+	if (ds->pipelining && !read_data_reply(ds, t, lc, &r))
+		goto out;	/* the connection is gone; lost() said so */
 	for (size_t i = 0; i < t->nrcpts; i++) {
 		temp += t->rcpts[i]->code / 100 == 4;
 		perm += t->rcpts[i]->code / 100 == 5;
 	}
 	if (accepted == 0) {
-		reset_downstream(ds);
+		abort_tx(ds, ds->pipelining ? r.code : 0);
 		goto out;
 	}
 	if (!lc->is_lmtp && temp > 0) {
 		/* one reply for all: nobody may get a copy now, all are retried */
-		reset_downstream(ds);
+		abort_tx(ds, ds->pipelining ? r.code : 0);
 		for (size_t i = 0; i < t->nrcpts; i++)
 			if (t->rcpts[i]->code / 100 == 2) {
 				char *text = xasprintf("450 4.5.0 deferred with another recipient of "
@@ -610,14 +657,16 @@ run_tx(struct downstream *ds, const struct config *cfg, const struct listener_cf
 		goto out;
 	}
 	if (!lc->is_lmtp && perm > 0 && t->stop_on_mixed) {
-		reset_downstream(ds);
+		abort_tx(ds, ds->pipelining ? r.code : 0);
 		status = TX_MIXED;
 		goto out;
 	}
-	io_puts(&ds->io, "DATA\r\n");
-	if (read_reply(ds, &r, NULL) == 0) {
-		lost(ds, t, lc, "after DATA", r.text.ptr);
-		goto out;
+	if (!ds->pipelining) {
+		io_puts(&ds->io, "DATA\r\n");
+		if (read_reply(ds, &r, NULL) == 0) {
+			lost(ds, t, lc, "after DATA", r.text.ptr);
+			goto out;
+		}
 	}
 	if (r.code != 354) {
 		fail_open(t, r.code, r.text.ptr);

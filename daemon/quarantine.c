@@ -38,6 +38,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -657,6 +658,106 @@ quarantine_list(const char *dir, int (*each)(const struct quarantine_entry *e, v
 	free(list.v);
 	if (rc == -1 && saved != 0)
 		errno = saved;
+	return rc;
+}
+
+/*
+ * quarantine_lock - hold the entry open on fd for one release; see quarantine.h
+ *
+ * An exclusive flock(), not waited for: a second release of the same
+ * message at the same time gets EBUSY instead of delivering it again.
+ * Then the name must still be this file: a release that rewrote the entry
+ * (quarantine_keep_rcpts) renamed a new file over it, and whoever opened
+ * the old one before gets ESTALE and must open it again.
+ */
+int
+quarantine_lock(const char *dir, const struct quarantine_entry *e, int fd)
+{
+	struct stat by_fd, by_name;
+	char *path = xasprintf("%s/%s", dir, e->id);
+	int rc = 0;
+
+	if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+		if (errno == EWOULDBLOCK)
+			errno = EBUSY;
+		rc = -1;
+	} else if (fstat(fd, &by_fd) < 0 || stat(path, &by_name) < 0 ||
+		   by_fd.st_ino != by_name.st_ino || by_fd.st_dev != by_name.st_dev) {
+		errno = ESTALE;
+		rc = -1;
+	}
+	free(path);
+	return rc;
+}
+
+/*
+ * quarantine_keep_rcpts - rewrite the entry open on fd with only rcpts left in it
+ *
+ * After a release that delivered to some recipients, so that a later one
+ * cannot deliver to them again. The same envelope but for the recipients,
+ * the same message bytes; written like quarantine_store() (temporary name,
+ * fsync, rename, directory fsync), but replacing the entry, whose lock the
+ * caller holds. -1 with errno: the old entry is then still there, whole.
+ */
+int
+quarantine_keep_rcpts(const char *dir, const struct quarantine_entry *e, int fd,
+		      const char *const *rcpts, size_t nrcpts)
+{
+	struct buf env;
+	char *tmp = NULL, *path = NULL, *chunk = NULL;
+	off_t off = 0;
+	int out = -1, rc = -1, saved;
+
+	buf_init(&env, 0);
+	if (nrcpts == 0 || build_envelope(&env, e->listener, e->sender, rcpts, nrcpts, e->reason,
+					  e->when) < 0) {
+		if (nrcpts == 0)
+			errno = EINVAL;
+		goto out;
+	}
+	tmp = xasprintf("%s/" QUARANTINE_TMP_PREFIX "%s.%ld", dir, e->id, (long)getpid());
+	path = xasprintf("%s/%s", dir, e->id);
+	out = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600);
+	if (out < 0 || fchmod(out, 0600) < 0 || write_all(out, env.ptr, env.len) < 0)
+		goto out;
+	chunk = xmalloc(64 * 1024);
+	while (off < e->data_len) {
+		off_t left = e->data_len - off;
+		ssize_t n = pread(fd, chunk, left < 64 * 1024 ? (size_t)left : 64 * 1024,
+				  e->data_off + off);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0) {
+			if (n == 0)
+				errno = EIO;	/* shorter than when it was opened */
+			goto out;
+		}
+		if (write_all(out, chunk, (size_t)n) < 0)
+			goto out;
+		off += n;
+	}
+	if (fsync(out) < 0)
+		goto out;
+	saved = close(out);
+	out = -1;
+	if (saved < 0 || rename(tmp, path) < 0)
+		goto out;
+	free(tmp);
+	tmp = NULL;
+	/* the rename is the new state; if it is not durable, a crash brings back the old one */
+	rc = sync_dir(dir);
+out:
+	saved = errno;
+	if (out >= 0)
+		close(out);
+	if (tmp != NULL)
+		unlink(tmp);
+	free(tmp);
+	free(path);
+	free(chunk);
+	buf_release(&env);
+	errno = saved;
 	return rc;
 }
 

@@ -47,6 +47,9 @@ void quarantine_entry_release(struct quarantine_entry *e);
 int quarantine_list(const char *dir, int (*each)(const struct quarantine_entry *e, void *arg),
 		    void *arg, char **error_r);
 int quarantine_delete(const char *dir, const char *id);
+int quarantine_lock(const char *dir, const struct quarantine_entry *e, int fd);
+int quarantine_keep_rcpts(const char *dir, const struct quarantine_entry *e, int fd,
+			  const char *const *rcpts, size_t nrcpts);
 bool quarantine_id_valid(const char *id);
 
 #endif

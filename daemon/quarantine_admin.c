@@ -356,15 +356,88 @@ report_delivery(const struct message *m, FILE *out)
 	return accepted;
 }
 
+/* still_owed - the entry's recipients this release did not deliver to; their count */
+static size_t
+still_owed(const struct quarantine_entry *e, const struct message *m, const char **owed)
+{
+	size_t n = 0;
+
+	for (size_t i = 0; i < e->nrcpts; i++) {
+		bool done = false;
+
+		for (size_t j = 0; j < m->nrcpts && !done; j++)
+			done = m->rcpts[j].code / 100 == 2 && strcmp(m->rcpts[j].addr, e->rcpts[i]) == 0;
+		if (!done)
+			owed[n++] = e->rcpts[i];
+	}
+	return n;
+}
+
+/* report_kept - --keep: the entry stays as it is; the exit status */
+static int
+report_kept(const struct quarantine_entry *e, const struct listener_cfg *lc,
+	    const struct message *m, size_t accepted, const struct qadmin_io *io)
+{
+	if (accepted < m->nrcpts) {
+		fprintf(io->err, "postern: %s: %zu of %zu recipient(s) not delivered; kept in "
+			"quarantine (--keep)\n", e->id, m->nrcpts - accepted, m->nrcpts);
+		return 1;
+	}
+	fprintf(io->out, "%s: released to %s; kept in quarantine (--keep)\n", e->id, lc->forward);
+	return 0;
+}
+
+/*
+ * settle_entry - after a release: delete the entry, or keep it for those still owed it
+ *
+ * The recipients forward accepted leave the entry (it is rewritten
+ * without them), so a later release, --rcpt or not, cannot deliver to
+ * them twice; when none is left, the entry is deleted. Returns the exit
+ * status: 0 when every recipient asked for was delivered.
+ */
+static int
+settle_entry(const struct config *cfg, const struct quarantine_entry *e, int fd,
+	     const struct listener_cfg *lc, const struct message *m, size_t accepted,
+	     const struct qadmin_io *io)
+{
+	const char **owed = xreallocarray(NULL, e->nrcpts + 1, sizeof(*owed));
+	size_t nowed = still_owed(e, m, owed);
+	int status = accepted == m->nrcpts ? 0 : 1;
+
+	if (nowed == 0) {
+		if (quarantine_delete(cfg->quarantine_dir, e->id) < 0) {
+			/* delivered all the same: a second release would deliver twice */
+			fprintf(io->err, "postern: %s: released to %s, but cannot delete it from %s: "
+				"%s\n", e->id, lc->forward, cfg->quarantine_dir, strerror(errno));
+			/* still 0: delivered, and a script that retries on 1 would deliver twice */
+		} else
+			fprintf(io->out, "%s: released to %s and deleted from quarantine\n", e->id,
+				lc->forward);
+	} else if (accepted > 0 &&
+		   quarantine_keep_rcpts(cfg->quarantine_dir, e, fd, owed, nowed) < 0) {
+		fprintf(io->err, "postern: %s: delivered to %zu recipient(s), but cannot take them "
+			"out of the quarantine entry: %s; a later release would deliver to them "
+			"again (name the others with --rcpt)\n", e->id, accepted, strerror(errno));
+	} else if (status != 0)
+		fprintf(io->err, "postern: %s: %zu of %zu recipient(s) not delivered; kept in "
+			"quarantine for the %zu recipient(s) still owed it\n", e->id,
+			m->nrcpts - accepted, m->nrcpts, nowed);
+	else
+		fprintf(io->out, "%s: released to %s for %zu of %zu recipient(s); kept in "
+			"quarantine for the others\n", e->id, lc->forward, m->nrcpts, e->nrcpts);
+	free(owed);
+	return status;
+}
+
 /*
  * run_release - deliver a quarantined message to its listener's forward
  *
  * Every recipient of the entry, or only the --rcpt ones. Status 0 when
- * forward accepted all of those; the file is then deleted, unless --keep
- * was given or some recipients of the entry were left out (their copy
- * would be lost). Status 1 otherwise, the file kept, so a release can be
- * tried again. The message goes out with the Received: lines it had, plus
- * one more that reinject adds for this delivery.
+ * forward accepted all of those, 1 otherwise. Unless --keep was given, the
+ * recipients forward accepted leave the entry and the entry goes once
+ * nobody is left in it (settle_entry), so a release can be tried again
+ * without delivering twice. The message goes out with the Received: lines
+ * it had, plus one more that reinject adds for this delivery.
  */
 static int
 run_release(const struct config *cfg, const struct qadmin_req *r, const struct qadmin_io *io)
@@ -383,6 +456,13 @@ run_release(const struct config *cfg, const struct qadmin_req *r, const struct q
 
 	if ((fd = quarantine_open(cfg->quarantine_dir, r->id, &e, &error)) < 0) {
 		fprintf(io->err, "postern: %s\n", error);
+		goto out;
+	}
+	if (quarantine_lock(cfg->quarantine_dir, &e, fd) < 0) {
+		fprintf(io->err, "postern: %s: %s\n", e.id, errno == EBUSY ?
+			"another release of it is running" : errno == ESTALE ?
+			"it changed while it was being opened (released meanwhile?); try again" :
+			strerror(errno));
 		goto out;
 	}
 	if ((lc = find_listener(cfg, e.listener)) == NULL) {
@@ -405,28 +485,8 @@ run_release(const struct config *cfg, const struct qadmin_req *r, const struct q
 	if (io->who != NULL)
 		log_info("quarantine: %s: release to %s by %s: %zu of %zu recipient(s) delivered", e.id,
 			 lc->forward, io->who, accepted, m->nrcpts);
-	if (accepted < m->nrcpts) {
-		fprintf(io->err, "postern: %s: %zu of %zu recipient(s) not delivered; kept in quarantine",
-			e.id, m->nrcpts - accepted, m->nrcpts);
-		/* those forward took have their copy: a second full release would repeat it */
-		if (accepted > 0)
-			fprintf(io->err, " (to retry only the others, name them with --rcpt)");
-		fprintf(io->err, "\n");
-		goto out;
-	}
-	status = 0;
-	if (r->keep)
-		fprintf(io->out, "%s: released to %s; kept in quarantine (--keep)\n", e.id, lc->forward);
-	else if (nrcpts < e.nrcpts)
-		fprintf(io->out, "%s: released to %s for %zu of %zu recipient(s); kept in quarantine "
-			"for the others\n", e.id, lc->forward, nrcpts, e.nrcpts);
-	else if (quarantine_delete(cfg->quarantine_dir, e.id) < 0)
-		/* delivered all the same: a second release would deliver twice */
-		fprintf(io->err, "postern: %s: released to %s, but cannot delete it from %s: %s\n",
-			e.id, lc->forward, cfg->quarantine_dir, strerror(errno));
-	else
-		fprintf(io->out, "%s: released to %s and deleted from quarantine\n", e.id,
-			lc->forward);
+	status = r->keep ? report_kept(&e, lc, m, accepted, io) :
+		 settle_entry(cfg, &e, fd, lc, m, accepted, io);
 out:
 	if (fd >= 0)
 		close(fd);
@@ -527,19 +587,35 @@ out:
 	return status;
 }
 
-/* run_delete - remove one entry */
+/* run_delete - remove one entry, not while a release of it runs */
 static int
 run_delete(const struct config *cfg, const struct qadmin_req *r, const struct qadmin_io *io)
 {
-	if (quarantine_delete(cfg->quarantine_dir, r->id) < 0) {
-		fprintf(io->err, "postern: %s: %s\n", r->id, errno == ENOENT ?
-			"no such quarantined message" : strerror(errno));
+	struct quarantine_entry e = { 0 };
+	char *error = NULL;
+	int fd, status = 1;
+
+	if ((fd = quarantine_open(cfg->quarantine_dir, r->id, &e, &error)) < 0) {
+		fprintf(io->err, "postern: %s\n", error);
+		free(error);
 		return 1;
 	}
-	if (io->who != NULL)
-		log_info("quarantine: %s: deleted by %s", r->id, io->who);
-	fprintf(io->out, "%s: deleted from quarantine\n", r->id);
-	return 0;
+	if (quarantine_lock(cfg->quarantine_dir, &e, fd) < 0)
+		fprintf(io->err, "postern: %s: %s\n", r->id, errno == EBUSY ?
+			"a release of it is running" : errno == ESTALE ?
+			"it changed while it was being opened; try again" : strerror(errno));
+	else if (quarantine_delete(cfg->quarantine_dir, r->id) < 0)
+		fprintf(io->err, "postern: %s: %s\n", r->id, errno == ENOENT ?
+			"no such quarantined message" : strerror(errno));
+	else {
+		if (io->who != NULL)
+			log_info("quarantine: %s: deleted by %s", r->id, io->who);
+		fprintf(io->out, "%s: deleted from quarantine\n", r->id);
+		status = 0;
+	}
+	close(fd);
+	quarantine_entry_release(&e);
+	return status;
 }
 
 /* qadmin_run - carry out a parsed request on cfg's quarantine; returns the exit status */

@@ -18,7 +18,11 @@ Pinned behaviour:
                     time); exit 0, the file is removed and the id leaves the
                     list; releasing it again or releasing an unknown id:
                     exit 1; --rcpt ADDR releases to that recipient only and
-                    keeps the file for the others; --rcpt of an address that
+                    keeps the file for the others, which is rewritten without
+                    the recipients forward accepted, so a later release
+                    delivers to nobody twice (also when forward refuses one of
+                    them); a release or delete while another release of the
+                    entry runs: exit 1, nothing done; --rcpt of an address that
                     is not a recipient: exit 1, nothing delivered; a forward
                     that is down: exit 1, the file kept, and a later release
                     succeeds;
@@ -37,6 +41,7 @@ Pinned behaviour:
                     with -c CONF and without any configuration; nothing is
                     delivered or quarantined by a dry run.
 """
+import fcntl
 import os
 import re
 import subprocess
@@ -240,6 +245,45 @@ t.ok(len(got) == 1 and rcpt_addrs(got[0][0]) == ["d@example.com"] and got[0][1].
      "release --rcpt d@: delivered to d@ only", [e for e, d in got])
 t.ok(os.path.isfile(os.path.join(QDIR, mid3)), "release --rcpt d@: the file is kept for e@")
 t.match(r"kept in quarantine for the others", out, "release --rcpt: says it is kept")
+rc, out, err = postern("quarantine", "show", mid3)
+t.ok(rc == 0 and re.findall(r"(?m)^To: <([^>]*)>$", out) == ["e@example.com"],
+     "after release --rcpt d@: the entry lists only e@, still owed it", out[:300])
+rc, out, err = postern("release", mid3)
+got = copies(tok3)
+t.eq(rc, 0, "release of the rest: exit 0")
+t.eq(sorted(a for e, d in got for a in rcpt_addrs(e)), ["d@example.com", "e@example.com"],
+     "release of the rest: e@ gets it, d@ not a second time")
+t.ok(not os.path.exists(os.path.join(QDIR, mid3)), "release of the rest: the file is removed")
+
+# one release at a time: a release or delete of an entry that is being released waits for
+# nothing and does nothing (a held flock() stands in for the running release)
+mid5, tok5, orig5 = quarantine("quarantine me 5", ["g@example.com"])
+with open(os.path.join(QDIR, mid5), "rb") as held:
+    fcntl.flock(held, fcntl.LOCK_EX)
+    rc, out, err = postern("release", mid5)
+    t.eq(rc, 1, "release while another release of it runs: exit 1")
+    t.match(r"another release of it is running", err, "release while another runs: says so")
+    rc, out, err = postern("quarantine", "delete", mid5)
+    t.eq(rc, 1, "delete while a release of it runs: exit 1")
+    t.match(r"a release of it is running", err, "delete while a release runs: says so")
+t.eq(copies(tok5), [], "while another release runs: nothing delivered")
+t.ok(os.path.isfile(os.path.join(QDIR, mid5)), "while another release runs: the file stays")
+rc, out, err = postern("release", mid5)
+t.ok(rc == 0 and len(copies(tok5)) == 1, "once it is done: the release goes through", err)
+
+# forward refuses one recipient for good and takes the other: the other leaves the entry
+mid6, tok6, orig6 = quarantine("quarantine me 6", ["h@example.com", "reject6@example.com"])
+rc, out, err = postern("release", mid6)
+t.eq(rc, 1, "release with a recipient forward refuses: exit 1")
+t.match(r"kept in quarantine for the 1 recipient\(s\) still owed it", err,
+        "release with a refused recipient: says who is still owed it")
+rc, out, err = postern("quarantine", "show", mid6)
+t.eq(re.findall(r"(?m)^To: <([^>]*)>$", out), ["reject6@example.com"],
+     "release with a refused recipient: the entry keeps only the refused one")
+rc, out, err = postern("release", mid6)
+# (the sender also gets a delivery status notification for reject6@ each time)
+t.eq([a for e, d in copies(tok6) for a in rcpt_addrs(e) if a == "h@example.com"],
+     ["h@example.com"], "a second release: h@ is not delivered twice")
 
 # forward down
 mid4, tok4, orig4 = quarantine("quarantine me 4", ["f@example.com"])

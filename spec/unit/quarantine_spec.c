@@ -436,6 +436,59 @@ remove_tree(const char *dir)
 	rmdir(dir);
 }
 
+/* keep_and_lock - a release takes the delivered recipients out; one release at a time */
+static void
+keep_and_lock(void)
+{
+	static const char body[] = "Subject: keep\r\n\r\nline\r\n";
+	const char *rcpts[] = { "a@example.net", "b\\odd@example.net", "c@example.net" };
+	const char *owed[] = { "b\\odd@example.net" };
+	struct message *m = make_message("s@example.org", body);
+	struct quarantine_entry e, e2;
+	char *error = NULL, *before = NULL, *after = NULL;
+	int fd, fd2, fd3, temps = count_temp_files();
+
+	if (!ok(quarantine_store(qdir, m, "q", rcpts, 3, "held", "X: y\r\n", 6, NULL) == 0,
+		"keep: stored"))
+		goto out;
+	fd = quarantine_open(qdir, m->id, &e, &error);
+	fd2 = quarantine_open(qdir, m->id, &e2, &error);
+	ok(fd >= 0 && fd2 >= 0, "keep: opened twice");
+	is_int(quarantine_lock(qdir, &e, fd), 0, "lock: the first holder gets it");
+	ok(quarantine_lock(qdir, &e2, fd2) < 0 && errno == EBUSY, "lock: a second one is EBUSY");
+	before = read_range(fd, e.data_off, e.data_len);
+	is_int(quarantine_keep_rcpts(qdir, &e, fd, owed, 1), 0, "keep: rewritten with one recipient");
+	is_int(count_temp_files(), temps, "keep: no temporary file left behind");
+	close(fd);
+	quarantine_entry_release(&e);
+	ok(quarantine_lock(qdir, &e2, fd2) < 0 && errno == ESTALE,
+	   "lock: whoever opened the old file before the rewrite gets ESTALE");
+	close(fd2);
+	quarantine_entry_release(&e2);
+	fd3 = quarantine_open(qdir, m->id, &e, &error);
+	if (ok(fd3 >= 0, "keep: the rewritten entry opens")) {
+		is_int(e.nrcpts, 1, "keep: one recipient left");
+		if (e.nrcpts == 1)
+			is_str(e.rcpts[0], "b\\odd@example.net", "keep: the one still owed, escapes intact");
+		is_str(e.listener, "q", "keep: listener kept");
+		is_str(e.sender, "s@example.org", "keep: sender kept");
+		is_str(e.reason, "held", "keep: reason kept");
+		after = read_range(fd3, e.data_off, e.data_len);
+		ok(before != NULL && after != NULL && strcmp(before, after) == 0,
+		   "keep: the message bytes are the same");
+		is_int(quarantine_lock(qdir, &e, fd3), 0, "lock: the new file locks");
+		ok(quarantine_keep_rcpts(qdir, &e, fd3, owed, 0) < 0 && errno == EINVAL,
+		   "keep: no recipient left is not a rewrite (the caller deletes)");
+		close(fd3);
+	}
+	quarantine_entry_release(&e);
+out:
+	free(before);
+	free(after);
+	free(error);
+	message_free(m);
+}
+
 int
 main(void)
 {
@@ -451,6 +504,7 @@ main(void)
 	malformed();
 	oversized();
 	listing();
+	keep_and_lock();
 	remove_tree(top);
 	return done_testing();
 }

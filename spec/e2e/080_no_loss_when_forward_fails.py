@@ -35,7 +35,7 @@ import socket
 import threading
 import time
 
-from harness import (Client, Posternd, Reply, Sink, free_port, message, send_message,
+from harness import (Client, Posternd, Reply, Sink, free_port, mail_id, message, send_message,
                      split_added, t)
 
 SENDER = "sender@example.org"
@@ -56,11 +56,6 @@ def connect(port, hello="EHLO client.test"):
     r = c.cmd(hello)
     t.eq(r.code, 250, "%s on port %d gives 250" % (hello.split()[0], port))
     return c
-
-
-def mail_id(r):
-    m = re.search(r"\bid=(\w+)", r.text)
-    return m.group(1) if m else "?"
 
 
 def rcpt_addrs(env):

@@ -49,7 +49,8 @@ import os
 import re
 import socket
 
-from harness import Client, Posternd, Reply, Sink, stuff, t, workspace
+from harness import (Client, Posternd, Reply, Sink, header_fields, mail_id, stuff, t, values,
+                     workspace)
 
 SENDER = "sender@example.org"
 POLICY_DIR = os.path.join(workspace(), "policies")
@@ -241,17 +242,6 @@ def transact(listener, rcpts, data, sender=SENDER, xforward=(), nopending=False)
     return (out, extra) if nopending else out
 
 
-def mail_id(r):
-    m = re.search(r"\bid=(\w+)", r.text)
-    return m.group(1) if m else "?"
-
-
-def log_line(listener, mid, timeout=5):
-    m = pd.wait_log(r"msg listener=%s id=%s [^\n]*" % (re.escape(listener), re.escape(mid)),
-                    timeout)
-    return m.group(0) if m else ""
-
-
 _tokens = [0]
 
 
@@ -285,23 +275,6 @@ def added_part(data, original):
     if not data.endswith(original):
         return None
     return data[:len(data) - len(original)]
-
-
-def header_fields(data):
-    """[(name, value)] of the header block, unfolded, values stripped."""
-    head = data.split(b"\r\n\r\n", 1)[0].decode("utf-8", "replace")
-    out = []
-    for line in head.split("\r\n"):
-        if line[:1] in (" ", "\t") and out:
-            out[-1] = (out[-1][0], out[-1][1] + " " + line.strip())
-        elif ":" in line:
-            name, _, value = line.partition(":")
-            out.append((name, value.strip()))
-    return out
-
-
-def values(data, name):
-    return [v for n, v in header_fields(data) if n.lower() == name.lower()]
 
 
 def body_of(data):
@@ -346,7 +319,7 @@ for listener, lmtp in (("v_smtp", False), ("v_lmtp", True)):
         t.match(r"(?m)^X-Policy-Verdicts: ran\r$", added,
                 "%s pass: the policy's added header X-Policy-Verdicts" % mode)
         t.match(r"(?m)^X-Spec-Pass: yes\r$", added, "%s pass: ... and X-Spec-Pass" % mode)
-    line = log_line(listener, mail_id(first(r)))
+    line = pd.summary_line(listener, mail_id(first(r)))
     t.match(r" verdict=pass score=0\.000 hits=- result=passed ", line,
             "%s pass: log line verdict=pass result=passed" % mode)
 
@@ -357,7 +330,7 @@ for listener, lmtp in (("v_smtp", False), ("v_lmtp", True)):
     t.match(r"^250 2\.7\.0 id=\w+, ", first(r).text, "%s discard: 250 2.7.0 naming the mail id"
             % mode)
     t.eq(len(copies("v", tok)), 0, "%s discard: nothing delivered" % mode)
-    line = log_line(listener, mail_id(first(r)))
+    line = pd.summary_line(listener, mail_id(first(r)))
     t.match(r" verdict=discard ", line, "%s discard: log line says verdict=discard" % mode)
 
     # quarantine
@@ -379,7 +352,7 @@ for listener, lmtp in (("v_smtp", False), ("v_lmtp", True)):
              b"\nreason spec quarantine reason\n" in stored,
              "%s quarantine: the file has the envelope, the reason and the original bytes" % mode,
              stored[:600])
-    line = log_line(listener, mid)
+    line = pd.summary_line(listener, mid)
     t.match(r" verdict=quarantine score=\S+ hits=\S+ quarantine=%s result=passed " %
             re.escape(qpath), line, "%s quarantine: log line has quarantine=PATH" % mode)
 
@@ -391,7 +364,7 @@ for listener, lmtp in (("v_smtp", False), ("v_lmtp", True)):
                 "%s reject: the custom 550 5.7.1 reply" % mode)
     t.eq(len(copies("v", tok)), 0, "%s reject: nothing delivered" % mode)
     t.eq(len(dsns("v", tok)), 0, "%s reject: no notification (the MTA bounces itself)" % mode)
-    line = log_line(listener, mail_id(first(r)))
+    line = pd.summary_line(listener, mail_id(first(r)))
     t.match(r" verdict=reject .* result=rejected ", line,
             "%s reject: log line verdict=reject result=rejected" % mode)
 
@@ -402,7 +375,7 @@ for listener, lmtp in (("v_smtp", False), ("v_lmtp", True)):
         t.match(r"^452 4\.3\.1 id=\w+, Spec policy says later$", x.text,
                 "%s tempfail: the custom 452 4.3.1 reply" % mode)
     t.eq(len(copies("v", tok)), 0, "%s tempfail: nothing delivered" % mode)
-    line = log_line(listener, mail_id(first(r)))
+    line = pd.summary_line(listener, mail_id(first(r)))
     t.match(r" verdict=tempfail .* result=deferred ", line,
             "%s tempfail: log line verdict=tempfail result=deferred" % mode)
 
@@ -424,7 +397,7 @@ t.eq(len(dsns("v", tok)), 0, "LMTP per recipient: no notification in LMTP mode")
 mid = mail_id(rs[0])
 t.eq(quarantine_rcpts(os.path.join(QDIR, mid)), ["hold1@example.com"],
      "LMTP per recipient: the quarantine file lists only the held recipient")
-line = log_line("v_lmtp", mid)
+line = pd.summary_line("v_lmtp", mid)
 t.match(r" verdict=mixed .* quarantine=%s result=partial refused=<refuse1@example\.com> " %
         re.escape(os.path.join(QDIR, mid)), line,
         "LMTP per recipient: log line verdict=mixed, quarantine=PATH, refused=<refuse1>")
@@ -452,7 +425,7 @@ if n:
     t.ok(not re.search(r"(?mi)^Final-Recipient: rfc822; ?ok2@", text),
          "SMTP reject+pass: the notification does not name the passed recipient", text)
     t.ok("secret body text" not in text, "SMTP reject+pass: the notification has no body", text)
-line = log_line("v_smtp", mail_id(r))
+line = pd.summary_line("v_smtp", mail_id(r))
 t.match(r" result=partial refused=<refuse2@example\.com> ", line,
         "SMTP reject+pass: log line result=partial refused=<refuse2>")
 
@@ -480,7 +453,7 @@ t.eq(len(copies("v", tok)) + len(dsns("v", tok)), 0,
      "SMTP with a recipient tempfailed: nothing delivered, no notification")
 t.ok(not os.path.exists(os.path.join(QDIR, mail_id(r))),
      "SMTP with a recipient tempfailed: nothing quarantined for the held recipient either")
-t.match(r" result=deferred ", log_line("v_smtp", mail_id(r)),
+t.match(r" result=deferred ", pd.summary_line("v_smtp", mail_id(r)),
         "SMTP with a recipient tempfailed: log line result=deferred")
 
 # ---------------------------------------------------------------- header edits
@@ -567,7 +540,7 @@ for listener in ("route", "route_l"):
     t.ok(all(d.endswith(original) for e, d in got),
          "%s redirect+bcc: every copy has the original bytes" % mode)
     mid = mail_id(r[0] if lmtp else r)
-    line = log_line(listener, mid)
+    line = pd.summary_line(listener, mid)
     t.match(r" to=<moved@example\.com>,<stay@example\.com> .*verdict=pass .*"
             r"hits=redirect:redirected@example\.net,bcc:archive@example\.net result=passed ",
             line, "%s redirect+bcc: the log line lists the original recipients and both rules"
@@ -583,7 +556,7 @@ def bypass_case(label, want, sender=SENDER, xforward=(), rcpts=("user@example.co
         t.eq(r.code, 250, "bypass %s: passes" % label)
         t.eq(len(copies("bypass", tok)), 1, "bypass %s: delivered" % label)
         if hit:
-            t.match(r" hits=%s " % re.escape(hit), log_line("bypass", mail_id(r)),
+            t.match(r" hits=%s " % re.escape(hit), pd.summary_line("bypass", mail_id(r)),
                     "bypass %s: the log names rule %s" % (label, hit))
     else:
         t.match(r"^550 5\.7\.1 id=\w+, not bypassed$", r.text, "bypass %s: rejected" % label)
@@ -624,7 +597,7 @@ tok, original = make(b_word("Get FREE money now"))
 r = transact("inspect", ["user@example.com"], original)
 t.match(r"^550 5\.7\.1 id=\w+, decoded subject matched$", r.text,
         "P.header: a B-encoded UTF-8 Subject is matched as decoded text")
-t.match(r" hits=subject:decoded ", log_line("inspect", mail_id(r)),
+t.match(r" hits=subject:decoded ", pd.summary_line("inspect", mail_id(r)),
         "P.header: the log names the decoded-subject rule")
 tok, original = make("=?ISO-8859-1?Q?free_m=6Fney_f=FCr_dich?=")
 r = transact("inspect", ["user@example.com"], original)
@@ -641,7 +614,7 @@ t.eq(len(got), 1, "inspect: delivered once")
 data = got[0][1] if got else b""
 t.eq(values(data, "X-Subject-Decoded"), ["Grüße aus Köln"],
      "msg:header() decodes RFC 2047 into UTF-8")
-line = log_line("inspect", mail_id(r))
+line = pd.summary_line("inspect", mail_id(r))
 t.match(r" score=1\.500 hits=subject:raw ", line,
         "P.header mode=raw sees the encoded words; the decoded mode does not (score 1.5 only)")
 want_client = {"ip": "203.0.113.5", "name": "mail.example.net", "helo": "helo.example.net",

@@ -40,8 +40,8 @@ import re
 import subprocess
 import time
 
-from harness import (POSTERND, Client, Posternd, Reply, Sink, port_open, stuff, t, wait_until,
-                     workspace)
+from harness import (POSTERND, Client, Posternd, Reply, Sink, mail_id, port_open, stuff, t,
+                     wait_until, workspace)
 
 SENDER = "sender@example.org"
 POLICY_DIR = os.path.join(workspace(), "policies")
@@ -189,11 +189,6 @@ class Session:
 
 def delivered(tok):
     return [d for e, d in sink.messages() if tok.encode() in d]
-
-
-def mail_id(r):
-    m = re.search(r"\bid=(\w+)", r.text)
-    return m.group(1) if m else "?"
 
 
 def deferred_line(mid, timeout=5):

@@ -46,7 +46,8 @@ import os
 import re
 import subprocess
 
-from harness import POSTERN, Client, Posternd, Reply, Sink, stuff, t, workspace
+from harness import (POSTERN, Client, Posternd, Reply, Sink, mail_id, stuff, t,
+                     workspace)
 
 SENDER = "sender@example.org"
 WS = workspace()
@@ -121,11 +122,6 @@ def transact(rcpts, data):
         return r
     except (AssertionError, OSError, EOFError, ValueError) as e:
         return Reply(0, ["no reply: %r" % (e,)])
-
-
-def mail_id(r):
-    m = re.search(r"\bid=(\w+)", r.text)
-    return m.group(1) if m else "?"
 
 
 def postern(*args, conf=CONF):

@@ -76,7 +76,8 @@ import time
 import zipfile
 import zlib
 
-from harness import POSTERND, SRCDIR, Client, Posternd, Reply, Sink, stuff, t, workspace
+from harness import (POSTERND, SRCDIR, Client, Posternd, Reply, Sink, header_fields, mail_id,
+                     stuff, t, values, workspace)
 
 SENDER = "sender@example.org"
 WS = workspace()
@@ -165,17 +166,6 @@ def transact(port, rcpts, data, sender=SENDER):
         return out
     except (AssertionError, OSError, EOFError, ValueError) as e:
         return Reply(0, ["no reply: %r" % (e,)])
-
-
-def mail_id(r):
-    m = re.search(r"\bid=(\w+)", r.text)
-    return m.group(1) if m else "?"
-
-
-def log_line(d, listener, mid, timeout=5):
-    m = d.wait_log(r"msg listener=%s id=%s [^\n]*" % (re.escape(listener), re.escape(mid)),
-                   timeout)
-    return m.group(0) if m else ""
 
 
 _tok = [0]
@@ -291,22 +281,6 @@ def copies(token):
     return [(e, d) for e, d in sink.messages() if token.encode() in d]
 
 
-def header_fields(data):
-    head = data.split(b"\r\n\r\n", 1)[0].decode("utf-8", "replace")
-    out = []
-    for line in head.split("\r\n"):
-        if line[:1] in (" ", "\t") and out:
-            out[-1] = (out[-1][0], out[-1][1] + " " + line.strip())
-        elif ":" in line:
-            name, _, value = line.partition(":")
-            out.append((name, value.strip()))
-    return out
-
-
-def values(data, name):
-    return [v for n, v in header_fields(data) if n.lower() == name.lower()]
-
-
 # ---------------------------------------------------------------- start-up and -t
 t.match(r"clamav: 4 signatures from %s loaded in \d+ ms" % re.escape(DB_A), pd.log(),
         "the master logs how many signatures it loaded, from where")
@@ -348,7 +322,7 @@ for label, sig, kw in VIRUSES:
         tok, data = make("virus " + label, **kw)
         r = transact(pd.ports[listener], ["user@example.com"], data)
         mid = mail_id(r)
-        line = log_line(pd, listener, mid)
+        line = pd.summary_line(listener, mid)
         if listener == "discard":
             t.match(r"^250 2\.7\.0 id=\w+, ", r.text, "%s: 250 2.7.0 (discarded)" % what)
             t.match(r" verdict=discard ", line, "%s: log line verdict=discard" % what)
@@ -398,7 +372,7 @@ for label, what, kw in BANNED_CASES:
     r = transact(pd.ports["reject"], ["user@example.com"], data)
     t.match(r"^554 5\.7\.0 id=\w+, Banned file %s$" % what, r.text,
             "banned %s: 554 5.7.0 Banned file NAME (TYPE)" % label)
-    t.match(r" verdict=reject .*hits=banned:", log_line(pd, "reject", mail_id(r)),
+    t.match(r" verdict=reject .*hits=banned:", pd.summary_line("reject", mail_id(r)),
             "banned %s: log line verdict=reject, hit banned:..." % label)
     t.eq(len(copies(tok)), 0, "banned %s: nothing delivered" % label)
 
@@ -437,7 +411,7 @@ body = data.split(b"\r\n\r\n", 1)[1]
 t.ok(d.endswith(body), "clean message: the body is byte-identical", d[-300:])
 t.ok(b"X-Virus-Scanned: forged" not in d and b"\r\nX-Spec-Token: %s\r\n" % tok.encode() in d,
      "clean message: only the client's X-Virus-* fields are gone, the others kept")
-t.match(r" verdict=pass .*result=passed ", log_line(pd, "reject", mail_id(r)),
+t.match(r" verdict=pass .*result=passed ", pd.summary_line("reject", mail_id(r)),
         "clean message: log line verdict=pass result=passed")
 
 # ---------------------------------------------------------------- encrypted zip
@@ -451,7 +425,7 @@ if ezip is not None:
     r = transact(pd.ports["inc"], ["user@example.com"], data)
     t.match(r"^451 4\.7\.0 id=\w+, Virus scan incomplete, try again later$", r.text,
             "encrypted zip: default clamav.on_incomplete (tempfail) -> 451 4.7.0")
-    line = log_line(pd, "inc", mail_id(r))
+    line = pd.summary_line("inc", mail_id(r))
     t.match(r" hits=clamav:unchecked ", line, "encrypted zip: log line hits clamav:unchecked")
     t.match(r"policy inc: clamav: scan incomplete: Heuristics\.Encrypted", pd.log(),
             "encrypted zip: the log says why (Heuristics.Encrypted...)")
@@ -468,7 +442,7 @@ if ezip is not None:
         ("secret.zip", "application/zip", ezip),
         ("eicar.txt", "application/octet-stream", EICAR)])
     r = transact(pd.ports["inc"], ["user@example.com"], data)
-    line = log_line(pd, "inc", mail_id(r))
+    line = pd.summary_line("inc", mail_id(r))
     t.ok(re.match(r"^250 2\.7\.0 ", r.text) is not None and
          re.search(r" verdict=discard .*hits=clamav:%s " % SIG_EICAR, line) is not None,
          "encrypted zip and EICAR: the virus is found (discarded), not a 451 for the encrypted "
@@ -495,7 +469,7 @@ for value, want in (("tempfail", r"^451 4\.7\.0 id=\w+, Virus scan incomplete, t
     r = transact(d.ports["inc"], ["user@example.com"], data)
     t.match(want, r.text, "max_recursion exceeded, clamav.on_incomplete = %s: %s" %
             (value, want[1:4]))
-    t.match(r" hits=clamav:unchecked ", log_line(d, "inc", mail_id(r)),
+    t.match(r" hits=clamav:unchecked ", d.summary_line("inc", mail_id(r)),
             "max_recursion exceeded (%s): log line hits clamav:unchecked" % value)
     t.match(r"clamav: scan incomplete: Heuristics\.Limits\.Exceeded\S* \(%s\)" % value, d.log(),
             "max_recursion exceeded (%s): the log says the scan was incomplete, and what was done"
@@ -522,7 +496,7 @@ for value, want in (("tempfail", r"^451 4\.7\.0 id=\w+, Virus scan incomplete, t
                 parts.reverse()
             tok3, data3 = make("deep zip and eicar, %s first" % first, parts=parts)
             r3 = transact(d.ports["inc"], ["user@example.com"], data3)
-            line3 = log_line(d, "inc", mail_id(r3))
+            line3 = d.summary_line("inc", mail_id(r3))
             t.ok(re.match(r"^250 2\.7\.0 ", r3.text) is not None and
                  re.search(r" verdict=discard .*hits=clamav:%s " % SIG_EICAR, line3) is not None,
                  "on_incomplete = pass, a too-deep zip and EICAR (%s): the virus is found and "

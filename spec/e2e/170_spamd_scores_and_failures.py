@@ -44,8 +44,8 @@ import subprocess
 import threading
 import time
 
-from harness import Client, Posternd, Reply, Sink, free_port, skip_all, stuff, t, wait_until, \
-    workspace
+from harness import (Client, Posternd, Reply, Sink, free_port, header_fields, mail_id, skip_all,
+                     stuff, t, values, wait_until, workspace)
 
 SPAMD = shutil.which("spamd") or next((p for p in ("/usr/sbin/spamd", "/usr/bin/spamd")
                                        if os.access(p, os.X_OK)), None)
@@ -260,17 +260,6 @@ def transact(port, rcpts, data, sender=SENDER, timeout=60):
         return Reply(0, ["no reply: %r" % (e,)]), None
 
 
-def mail_id(r):
-    m = re.search(r"\bid=(\w+)", r.text)
-    return m.group(1) if m else "?"
-
-
-def log_line(d, listener, mid, timeout=5):
-    m = d.wait_log(r"msg listener=%s id=%s [^\n]*" % (re.escape(listener), re.escape(mid)),
-                   timeout)
-    return m.group(0) if m else ""
-
-
 _tok = [0]
 
 
@@ -291,22 +280,6 @@ def rcpt_addrs(env):
     return [x["addr"] for x in env.get("rcpts", [])]
 
 
-def header_fields(data):
-    head = data.split(b"\r\n\r\n", 1)[0].decode("utf-8", "replace")
-    out = []
-    for line in head.split("\r\n"):
-        if line[:1] in (" ", "\t") and out:
-            out[-1] = (out[-1][0], out[-1][1] + " " + line.strip())
-        elif ":" in line:
-            name, _, value = line.partition(":")
-            out.append((name, value.strip()))
-    return out
-
-
-def values(data, name):
-    return [v for n, v in header_fields(data) if n.lower() == name.lower()]
-
-
 def spam_fields(data):
     return [(n, v) for n, v in header_fields(data) if n.lower().startswith("x-spam-")]
 
@@ -323,7 +296,7 @@ tok, data = make("GTUBE kill", body=GTUBE_BODY)
 r, _ = transact(pd.ports["kill"], ["user@example.com"], data)
 t.match(r"^250 2\.7\.0 id=\w+, ", r.text, "GTUBE, kill 10, on_kill discard: 250 2.7.0")
 t.eq(len(copies(tok)), 0, "GTUBE, kill 10: nothing delivered")
-line = log_line(pd, "kill", mail_id(r))
+line = pd.summary_line("kill", mail_id(r))
 t.match(r" verdict=discard score=\d{3,}\.\d+ hits=[^ ]*spamd", line,
         "GTUBE, kill 10: log line verdict=discard, spamd's score and hit")
 

@@ -255,6 +255,12 @@ class Posternd:
             return rx.search(self.log()[after:])
         return wait_until(look, timeout)
 
+    def summary_line(self, listener, mid, timeout=5.0):
+        """The per-message summary log line of mail id mid on listener, or ""."""
+        m = self.wait_log(r"msg listener=%s id=%s [^\n]*" % (re.escape(listener), re.escape(mid)),
+                          timeout)
+        return m.group(0) if m else ""
+
     def signal(self, sig):
         self.proc.send_signal(sig)
 
@@ -397,6 +403,30 @@ def message(subject="test", body="Hello.\r\n", extra=""):
     return ("From: Sender <sender@example.org>\r\nTo: rcpt@example.com\r\n"
             "Subject: %s\r\nMessage-ID: <%s@example.org>\r\n%s\r\n%s" %
             (subject, os.urandom(6).hex(), extra, body)).encode()
+
+
+def mail_id(reply):
+    """The mail id a reply names ("id=..."), or "?" (which matches no log line)."""
+    m = re.search(r"\bid=(\w+)", reply.text)
+    return m.group(1) if m else "?"
+
+
+def header_fields(data):
+    """[(name, value)] of a message's header block, unfolded, values stripped."""
+    head = data.split(b"\r\n\r\n", 1)[0].decode("utf-8", "replace")
+    out = []
+    for line in head.split("\r\n"):
+        if line[:1] in (" ", "\t") and out:
+            out[-1] = (out[-1][0], out[-1][1] + " " + line.strip())
+        elif ":" in line:
+            name, _, value = line.partition(":")
+            out.append((name, value.strip()))
+    return out
+
+
+def values(data, name):
+    """The values of every header field called name (without regard to case)."""
+    return [v for n, v in header_fields(data) if n.lower() == name.lower()]
 
 
 def split_added(received, original):

@@ -231,6 +231,19 @@ peer_uid(int fd)
 	return (long)cred.uid;
 }
 
+/* is_admin_word - are the first len bytes of line a quarantine command's name */
+static bool
+is_admin_word(const char *line, size_t len)
+{
+	char word[16];
+
+	if (len >= sizeof(word))
+		return false;
+	memcpy(word, line, len);
+	word[len] = '\0';
+	return qadmin_is_command(word);
+}
+
 /*
  * control_serve - answer one client of listening socket lfd
  *
@@ -266,8 +279,7 @@ control_serve(int lfd, const struct stats *st, struct control_request *req)
 		action = CONTROL_RELOAD;
 	} else if (strcmp(line, "ping") == 0)
 		buf_appends(&out, "pong\n");
-	else if (line[first] == '\t' && (line[first] = '\0', qadmin_is_command(line))) {
-		line[first] = '\t';
+	else if (line[first] == '\t' && is_admin_word(line, first)) {
 		req->fd = fd;
 		req->line = line;
 		req->uid = peer_uid(fd);
@@ -439,8 +451,10 @@ control_admin_child(const struct config *cfg, struct control_request *req)
 	io.out = frame_open(req->fd, 1);
 	io.err = frame_open(req->fd, 2);
 	io.who = who;
-	if (io.out == NULL || io.err == NULL)
-		_exit(1);
+	if (io.out == NULL || io.err == NULL) {
+		log_warn("control: cannot set up the answer to a quarantine command");
+		_exit(1);	/* the client says the answer ended early */
+	}
 	status = qadmin_parse(nwords, words, &r, io.err);
 	if (status == 0)
 		status = qadmin_run(cfg, &r, &io);

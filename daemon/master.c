@@ -15,6 +15,7 @@
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -527,7 +528,15 @@ reload(struct master *m)
 		config_free(cfg);
 		return;
 	}
-	if (master_load_engine(cfg, &clam, &error) < 0) {
+	/*
+	 * clamav.temp_dir is made at start as root (main.c); a reload that
+	 * turns ClamAV on, or moves temp_dir, makes it here, as the user the
+	 * scans run as.
+	 */
+	if (cfg->clamav.database != NULL && mkdir(cfg->clamav.temp_dir, 0700) < 0 &&
+	    errno != EEXIST)
+		error = xasprintf("clamav.temp_dir %s: %s", cfg->clamav.temp_dir, strerror(errno));
+	if (error != NULL || master_load_engine(cfg, &clam, &error) < 0) {
 		log_error("reload failed, keeping the running configuration and signatures: %s", error);
 		stats_reload(false, 0, false);
 		free(error);

@@ -50,6 +50,8 @@ Postern.Test.Blob.Hash (a binary blob generated here). Pinned behaviour:
     (discarded, hit clamav:NAME), never "Unchecked" and delivered: an
     incomplete part must not hide a detection elsewhere in the message;
   posternd -t says "clamav: 4 signatures load from DIR";
+  a reload that sets clamav.database (none at start) loads the signatures,
+    makes the scan directory and catches EICAR;
   a per-scan directory that a killed worker left in clamav.temp_dir is removed
     at the next start (and logged); other files there stay;
   the master logs "clamav: 4 signatures from DIR loaded in N ms";
@@ -585,6 +587,34 @@ t.ok(left.wait_log(r"clamav: removed 1 scan directory left in %s by an earlier r
 t.eq(sorted(os.listdir(scan_dir)), ["operator-notes.txt"],
      "start: only libclamav's leftovers are removed from clamav.temp_dir")
 os.unlink(os.path.join(scan_dir, "operator-notes.txt"))
+
+# ---------------------------------------------------------------- ClamAV turned on by a reload
+LATE_SPOOL = os.path.join(WS, "spool-late")
+late = Posternd({"r": {"policy": "reject.lua", "forward": FWD, "workers": 1}},
+                settings={"spool_dir": LATE_SPOOL})
+late.spool = LATE_SPOOL  # for the end's "nothing left in the spool directory"
+ALL.append(late)
+t.ok(not os.path.exists(os.path.join(LATE_SPOOL, "scan")),
+     "without clamav.database: no scan directory is made")
+mark = len(late.log())
+late.write({"spool_dir": LATE_SPOOL, "hostname": "filter.test", "log_level": "info",
+            "quarantine": {"dir": os.path.join(WS, "quarantine-late")}, "policy_dir": POLICY_DIR,
+            "lua_dir": os.path.join(SRCDIR, "lua"),
+            "control_socket": os.path.join(WS, "control-late"),
+            "clamav": dict(PARSER, database=database("db-late")),
+            **({"user": "nobody"} if os.geteuid() == 0 else {})},
+           {"r": {"policy": "reject.lua", "forward": FWD, "workers": 1}})
+late.signal(signal.SIGHUP)
+t.ok(late.wait_log(r"clamav: 4 signatures from \S+ loaded", after=mark, timeout=30),
+     "a reload that sets clamav.database loads the signatures", late.log()[mark:])
+t.ok(late.wait_log(r"reloaded", after=mark, timeout=30), "... and the reload succeeds",
+     late.log()[mark:])
+tok, data = make("virus after a reload", parts=[("eicar.txt", "application/octet-stream", EICAR)])
+r = transact(late.ports["r"], ["user@example.com"], data)
+t.match(r"^554 5\.7\.0 id=\w+, Virus found: %s$" % SIG_EICAR, r.text,
+        "ClamAV turned on by a reload: EICAR is found")
+t.ok(os.path.isdir(os.path.join(LATE_SPOOL, "scan")),
+     "ClamAV turned on by a reload: the reload made its scan directory")
 
 # ---------------------------------------------------------------- the end
 for d in ALL:

@@ -19,50 +19,9 @@
 #include "util/buf.h"
 #include "util/xalloc.h"
 #include "tap.h"
+#include "fixture.h"
 
 #define READ_WINDOW	(64 * 1024)	/* header.c's HEADER_READ_SIZE */
-
-/* temp_file - a nameless file holding bytes, read position at 0 */
-static int
-temp_file(const char *bytes, size_t len)
-{
-	char path[] = "/tmp/postern-header-spec-XXXXXX";
-	int fd = open("/tmp", O_TMPFILE | O_RDWR, 0600);
-
-	if (fd < 0) {
-		fd = mkstemp(path);
-		if (fd < 0) {
-			perror("mkstemp");
-			exit(2);
-		}
-		unlink(path);
-	}
-	if (len > 0 && write(fd, bytes, len) != (ssize_t)len) {
-		perror("write");
-		exit(2);
-	}
-	return fd;
-}
-
-/* escape - bytes shown with \r \n \0 and \xHH for 8-bit, appended to out */
-static void
-escape(struct buf *out, const char *p, size_t len)
-{
-	for (size_t i = 0; i < len; i++) {
-		unsigned char c = (unsigned char)p[i];
-
-		if (c == '\r')
-			buf_appends(out, "\\r");
-		else if (c == '\n')
-			buf_appends(out, "\\n");
-		else if (c == '\0')
-			buf_appends(out, "\\0");
-		else if (c >= 0x80)
-			buf_appendf(out, "\\x%02x", c);
-		else
-			buf_append(out, &p[i], 1);
-	}
-}
 
 /* render - fields from index `from` as "Name=value|Name=value" */
 static const char *

@@ -19,6 +19,7 @@
 #include "log.h"
 #include "util/buf.h"
 #include "util/esc.h"
+#include "util/proc.h"
 
 static const char *log_ident = "posternd";
 static bool log_to_stderr = true;
@@ -137,9 +138,9 @@ emit(int prio, const char *tag, const char *text)
 	buf_init(&line, 0);
 	if (log_json)
 		buf_appendf(&line, "{\"time\":\"%s\",\"prog\":\"%s\",\"pid\":%ld,%s}\n", stamp,
-			    log_ident, (long)getpid(), text);
+			    log_ident, (long)self_pid(), text);
 	else
-		buf_appendf(&line, "%s %s[%ld]: %s: %s\n", stamp, log_ident, (long)getpid(), tag, text);
+		buf_appendf(&line, "%s %s[%ld]: %s: %s\n", stamp, log_ident, (long)self_pid(), tag, text);
 	if (write(STDERR_FILENO, line.ptr, line.len) < 0) {
 		/* nowhere left to complain to */
 	}

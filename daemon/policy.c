@@ -33,6 +33,7 @@
 #include "lua_msg.h"
 #include "policy.h"
 #include "util/io.h"
+#include "util/proc.h"
 #include "util/xalloc.h"
 
 /*
@@ -138,18 +139,26 @@ watchdog_fired(int sig)
 	_exit(3);
 }
 
-/* watchdog - arm (ms > 0) or disarm (0) the watchdog */
+/*
+ * watchdog - arm (ms > 0) or disarm (0) the watchdog
+ *
+ * The handler is installed once per process, not once per message; a
+ * process that inherited it across fork() and set SIGALRM to something
+ * else (the control socket's children) gets it back if it ever arms.
+ */
 static void
 watchdog(long ms)
 {
+	static pid_t handler_in;	/* the process that installed it */
 	struct itimerval it = { { 0, 0 }, { ms / 1000, (ms % 1000) * 1000 } };
 	struct sigaction sa;
 
-	if (ms > 0) {
+	if (ms > 0 && handler_in != self_pid()) {
 		memset(&sa, 0, sizeof(sa));
 		sa.sa_handler = watchdog_fired;
 		sigemptyset(&sa.sa_mask);
-		sigaction(SIGALRM, &sa, NULL);
+		if (sigaction(SIGALRM, &sa, NULL) == 0)
+			handler_in = self_pid();
 	}
 	setitimer(ITIMER_REAL, &it, NULL);
 }

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "stats.h"
+#include "util/proc.h"
 
 const long stats_bucket_ms[STATS_BUCKETS] = {
 	1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, -1 /* +Inf */
@@ -128,7 +129,7 @@ stats_worker_gone(pid_t pid)
 void
 stats_worker_busy(bool busy)
 {
-	pid_t me = getpid();
+	pid_t me = self_pid();
 
 	if (shared == NULL)
 		return;

@@ -98,14 +98,18 @@ io_wait_fd_stoppable(int fd, short events, int timeout_ms, bool stoppable)
  * io_fill - read more bytes into the buffer
  *
  * Pending output is flushed first: whoever reads is waiting for the peer,
- * and the peer may be waiting for our replies. Returns the number of new
- * bytes (> 0) or IO_EOF/IO_TIMEOUT/IO_ERROR.
+ * and the peer may be waiting for our replies. When there was a reply to
+ * flush, the peer's next bytes cannot be here yet (it has not seen the
+ * reply), so the wait comes before the read: a read that can only fail
+ * with EAGAIN is a system call per SMTP command for nothing. Returns the
+ * number of new bytes (> 0) or IO_EOF/IO_TIMEOUT/IO_ERROR.
  */
 int
 io_fill(struct io *io)
 {
 	ssize_t n;
 	int rc, wait_ms;
+	bool wait_first = io->wbuf.len > 0;
 
 	if ((rc = io_flush(io)) != IO_OK)
 		return rc;
@@ -119,19 +123,22 @@ io_fill(struct io *io)
 	if (io->rend == io->rsize)
 		return IO_ERROR;	/* caller let the buffer fill up: a bug */
 	for (;;) {
-		n = read(io->fd, io->rbuf + io->rend, io->rsize - io->rend);
-		if (n > 0) {
-			io->rend += (size_t)n;
-			return (int)n;
+		if (!wait_first) {
+			n = read(io->fd, io->rbuf + io->rend, io->rsize - io->rend);
+			if (n > 0) {
+				io->rend += (size_t)n;
+				return (int)n;
+			}
+			if (n == 0)
+				return IO_EOF;
+			if (errno == EINTR)
+				continue;
+			if (errno != EAGAIN && errno != EWOULDBLOCK) {
+				io->error_errno = errno;
+				return IO_ERROR;
+			}
 		}
-		if (n == 0)
-			return IO_EOF;
-		if (errno == EINTR)
-			continue;
-		if (errno != EAGAIN && errno != EWOULDBLOCK) {
-			io->error_errno = errno;
-			return IO_ERROR;
-		}
+		wait_first = false;
 		if (io->interruptible && io_stop_requested)
 			return IO_STOPPED;
 		wait_ms = io->timeout_ms;

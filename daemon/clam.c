@@ -51,6 +51,7 @@
 
 #define SCAN_PREFIX	"Received: by postern for scanning\r\n"
 #define SCAN_PREFIX_LEN	(sizeof(SCAN_PREFIX) - 1)
+#define SCAN_IN_MEMORY_MAX	((off_t)1024 * 1024)	/* read whole, scan from memory, up to this */
 #define FILES_MAX	100000	/* files listed per scan, whatever max_files says */
 
 struct clam_engine {
@@ -381,6 +382,29 @@ vfile_read(void *handle, void *buf, size_t count, off_t offset)
 	return (off_t)done;
 }
 
+/*
+ * read_image - the whole virtual file (prefix, then the spool) in one heap
+ * buffer, owned by the caller; NULL with errno on a read error
+ *
+ * For a message up to SCAN_IN_MEMORY_MAX this replaces libclamav's map over
+ * a handle, which sets up an anonymous mapping per scan and reads it a page
+ * range at a time: one pread instead.
+ */
+static char *
+read_image(struct vfile *vf)
+{
+	size_t len = SCAN_PREFIX_LEN + (size_t)vf->size;
+	char *image = xmalloc(len + 1);
+	off_t got = vfile_read(vf, image, len, 0);
+
+	if (got != (off_t)len) {
+		free(image);
+		errno = got < 0 ? errno : EIO;
+		return NULL;
+	}
+	return image;
+}
+
 /* is_incomplete - a heuristic name that means the scan could not finish */
 static bool
 is_incomplete(const char *virname)
@@ -446,20 +470,32 @@ scan_whole(const struct clam_engine *e, int fd, off_t size, bool parse_mail,
 	struct scan_ctx ctx = { r, 0, NULL };
 	const char *virname = NULL;
 	unsigned long scanned = 0;
+	char *image = NULL;
 	cl_fmap_t *map;
 	cl_error_t rc;
 
 	scan_options(&opts);
 	if (!parse_mail)
 		opts.parse &= ~CL_SCAN_PARSE_MAIL;
-	map = cl_fmap_open_handle(&vf, 0, SCAN_PREFIX_LEN + (size_t)size, vfile_read, 1);
+	if (size <= SCAN_IN_MEMORY_MAX) {
+		image = read_image(&vf);
+		if (image == NULL) {
+			r->status = CLAM_ERROR;
+			r->error = xasprintf("cannot read the message for scanning: %s", strerror(errno));
+			return -1;
+		}
+		map = cl_fmap_open_memory(image, SCAN_PREFIX_LEN + (size_t)size);
+	} else
+		map = cl_fmap_open_handle(&vf, 0, SCAN_PREFIX_LEN + (size_t)size, vfile_read, 1);
 	if (map == NULL) {
+		free(image);
 		r->status = CLAM_ERROR;
 		r->error = xstrdup("cannot map the message for scanning");
 		return -1;
 	}
 	rc = cl_scanmap_callback(map, "message", &virname, &scanned, e->engine, &opts, &ctx);
 	cl_fmap_close(map);
+	free(image);
 	note_outcome(r, rc, virname);
 	return 0;
 }

@@ -6,7 +6,9 @@
  * worker that is killed mid-message leaves nothing behind, and nothing else
  * can open it. spool_write() appends through a 64 KiB buffer; spool_finish()
  * flushes; spool_fd() lends the descriptor to readers (reinject, scanners),
- * the spool keeps owning it. spool_close() frees everything.
+ * the spool keeps owning it. spool_close() frees everything. A message that
+ * fits in the buffer is kept in an anonymous memory file instead (see
+ * spool.c); readers see a descriptor either way and read it with pread.
  *
  * Errors: -1 with errno (ENOSPC, EIO...); nothing here logs.
  */

@@ -26,6 +26,7 @@
 #include "log.h"
 #include "master.h"
 #include "policy.h"
+#include "quarantine.h"
 #include "control.h"
 #include "metrics.h"
 #include "spool.h"
@@ -294,6 +295,9 @@ main(int argc, char **argv)
 	if (master_load_engine(cfg, &clam, &error) < 0)
 		log_fatal("%s: %s", path, error);
 	spool_clean_dir(cfg->spool_dir, 0);
+	if ((n = quarantine_clean_tmp(cfg->quarantine_dir, 0)) > 0)
+		log_info("quarantine: removed %d unfinished file%s left in %s by an earlier run", n,
+			 n == 1 ? "" : "s", cfg->quarantine_dir);
 	if (clam != NULL && (n = clam_clean_temp_dir(cfg->clamav.temp_dir)) > 0)
 		log_info("clamav: removed %d scan director%s left in %s by an earlier run", n,
 			 n == 1 ? "y" : "ies", cfg->clamav.temp_dir);

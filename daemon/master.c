@@ -27,6 +27,7 @@
 #include "control.h"
 #include "metrics.h"
 #include "notify.h"
+#include "quarantine.h"
 #include "smtp_server.h"
 #include "stats.h"
 #include "spool.h"
@@ -400,6 +401,8 @@ note_death(struct master *m, struct worker_rec *w, int status)
 	}
 	if (spool_clean_dir(m->cfg->spool_dir, w->pid) > 0)
 		log_info("removed spool files left by worker %ld", (long)w->pid);
+	if (quarantine_clean_tmp(m->cfg->quarantine_dir, w->pid) > 0)
+		log_info("quarantine: removed an unfinished file left by worker %ld", (long)w->pid);
 	if (li < 0 || w->generation != m->generation)
 		return;
 	ls = &m->lstate[li];

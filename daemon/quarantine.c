@@ -35,6 +35,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -778,4 +779,54 @@ quarantine_delete(const char *dir, const char *id)
 	if (rc == 0)
 		rc = sync_dir(dir);	/* a deleted entry must not come back after a crash */
 	return rc;
+}
+
+/* tmp_owner - the pid in a temporary name ".tmp.ID.PID", or 0 if it is not one */
+static pid_t
+tmp_owner(const char *name)
+{
+	const char *dot = strrchr(name, '.');
+	char *end;
+	long pid;
+
+	if (strncmp(name, QUARANTINE_TMP_PREFIX, strlen(QUARANTINE_TMP_PREFIX)) != 0 ||
+	    dot == NULL || dot < name + strlen(QUARANTINE_TMP_PREFIX))
+		return 0;
+	errno = 0;
+	pid = strtol(dot + 1, &end, 10);
+	if (errno != 0 || *end != '\0' || end == dot + 1 || pid <= 0 || pid > INT_MAX)
+		return 0;
+	return (pid_t)pid;
+}
+
+/*
+ * quarantine_clean_tmp - remove temporary files a dead process left in dir
+ *
+ * A process killed between creating ".tmp.ID.PID" and renaming it leaves
+ * the file behind, with a whole message in it. pid > 0: the files of that
+ * process (a worker the master saw die); pid 0: those of every process that
+ * no longer exists (start-up; a `postern release` running meanwhile keeps
+ * its own). Returns how many were removed.
+ */
+int
+quarantine_clean_tmp(const char *dir, pid_t pid)
+{
+	DIR *d = opendir(dir);
+	struct dirent *de;
+	int removed = 0;
+
+	if (d == NULL)
+		return 0;
+	while ((de = readdir(d)) != NULL) {
+		pid_t owner = tmp_owner(de->d_name);
+
+		if (owner == 0 || (pid > 0 && owner != pid))
+			continue;
+		if (pid == 0 && (kill(owner, 0) == 0 || errno != ESRCH))
+			continue;	/* alive, or not ours to ask about: keep */
+		if (unlinkat(dirfd(d), de->d_name, 0) == 0)
+			removed++;
+	}
+	closedir(d);
+	return removed;
 }

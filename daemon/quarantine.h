@@ -51,5 +51,6 @@ int quarantine_lock(const char *dir, const struct quarantine_entry *e, int fd);
 int quarantine_keep_rcpts(const char *dir, const struct quarantine_entry *e, int fd,
 			  const char *const *rcpts, size_t nrcpts);
 bool quarantine_id_valid(const char *id);
+int quarantine_clean_tmp(const char *dir, pid_t pid);
 
 #endif

@@ -27,6 +27,8 @@ Pinned behaviour:
                     that is down: exit 1, the file kept, and a later release
                     succeeds;
   quarantine delete exit 0 and the file is gone; again: exit 1; no id: exit 2;
+  start-up          removes the unfinished quarantine files (".tmp.ID.PID") of
+                    processes that no longer exist, keeps those of live ones;
   postern test      `--listener NAME [--rcpt ...] MSG.eml` prints the policy,
                     the score, the rules that fired (with their points), the
                     header edits for every copy and per recipient, and each
@@ -403,4 +405,20 @@ t.eq(sink.count(), before_sink, "the dry runs delivered nothing")
 t.eq(sorted(os.listdir(QDIR)), before_q, "the dry runs quarantined nothing")
 
 t.eq(pd.stop(), 0, "posternd stops with status 0")
+
+# A process killed while writing a quarantine file leaves ".tmp.ID.PID" behind, a
+# whole message in it: the next start removes those of processes that are gone.
+gone = subprocess.Popen(["true"])
+gone.wait()
+dead_tmp = os.path.join(QDIR, ".tmp.DeadWriter0001.%d" % gone.pid)
+live_tmp = os.path.join(QDIR, ".tmp.LiveWriter0001.%d" % os.getpid())
+for path in (dead_tmp, live_tmp):
+    with open(path, "wb") as f:
+        f.write(b"half of a quarantine file")
+pd.start()
+t.ok(not os.path.exists(dead_tmp), "start-up: the unfinished file of a process that is gone is removed")
+t.ok(os.path.exists(live_tmp), "start-up: that of a live process stays")
+t.match(r"quarantine: removed 1 unfinished file left in ", pd.log(), "start-up: the log says so")
+os.unlink(live_tmp)
+t.eq(pd.stop(), 0, "posternd stops with status 0 again")
 t.done()

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -489,6 +490,79 @@ out:
 	message_free(m);
 }
 
+/* in_dir - path of name in d, fresh */
+static char *
+in_dir(const char *d, const char *name)
+{
+	return xasprintf("%s/%s", d, name);
+}
+
+/* put_file - a file name in d holding text */
+static void
+put_file(const char *d, const char *name, const char *text)
+{
+	char *path = in_dir(d, name);
+	FILE *f = fopen(path, "w");
+
+	if (f != NULL) {
+		fputs(text, f);
+		fclose(f);
+	}
+	free(path);
+}
+
+/* exists - a file of that name is in d */
+static bool
+exists(const char *d, const char *name)
+{
+	char *path = in_dir(d, name);
+	bool there = access(path, F_OK) == 0;
+
+	free(path);
+	return there;
+}
+
+/*
+ * leftovers - unfinished files of dead processes are removed, nothing else:
+ * not an entry, not the file of a live process, not a name that only looks
+ * like a temporary one (in a directory of its own, so that the files of the
+ * cases above do not count)
+ */
+static void
+leftovers(void)
+{
+	char dead_name[64], live_name[64], other_name[64];
+	char *d = in_dir(top, "leftovers");
+	pid_t dead = fork();
+
+	if (dead == 0)
+		_exit(0);
+	waitpid(dead, NULL, 0);		/* its pid now names no process */
+	mkdir(d, 0700);
+	snprintf(dead_name, sizeof(dead_name), ".tmp.DeadWorker01.%ld", (long)dead);
+	snprintf(live_name, sizeof(live_name), ".tmp.LiveWorker01.%ld", (long)getpid());
+	snprintf(other_name, sizeof(other_name), ".tmp.Another0001.%ld", (long)getpid());
+	put_file(d, dead_name, "half a message");
+	put_file(d, live_name, "a message being written");
+	put_file(d, "EntryStaysHere", "an entry");
+	put_file(d, ".tmp.NoPidHere", "not ours");
+	put_file(d, ".tmp.BadPid.12x", "not ours");
+
+	is_int(quarantine_clean_tmp(d, 0), 1, "start-up: one leftover removed");
+	ok(!exists(d, dead_name), "the dead process's file is gone");
+	ok(exists(d, live_name), "a live process's file stays");
+	ok(exists(d, "EntryStaysHere"), "an entry stays");
+	ok(exists(d, ".tmp.NoPidHere") && exists(d, ".tmp.BadPid.12x"), "names without a pid stay");
+
+	put_file(d, other_name, "another");
+	is_int(quarantine_clean_tmp(d, getpid()), 2, "a worker's death: both of its files removed");
+	ok(!exists(d, live_name) && !exists(d, other_name), "its files are gone");
+	ok(exists(d, "EntryStaysHere") && exists(d, ".tmp.NoPidHere"), "the others stay");
+	is_int(quarantine_clean_tmp(d, getpid()), 0, "nothing more to remove");
+	is_int(quarantine_clean_tmp("/nonexistent/postern-q", 0), 0, "a missing directory: nothing");
+	free(d);
+}
+
 int
 main(void)
 {
@@ -505,6 +579,7 @@ main(void)
 	oversized();
 	listing();
 	keep_and_lock();
+	leftovers();
 	remove_tree(top);
 	return done_testing();
 }

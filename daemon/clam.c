@@ -35,9 +35,7 @@
  * virus or for clean mail.
  */
 #include <clamav.h>
-#include <dirent.h>
 #include <errno.h>
-#include <ftw.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -47,6 +45,7 @@
 #include "clam.h"
 #include "mime.h"
 #include "util/buf.h"
+#include "util/sweep.h"
 #include "util/xalloc.h"
 
 #define SCAN_PREFIX	"Received: by postern for scanning\r\n"
@@ -687,17 +686,12 @@ clam_engine_own_mime(const struct clam_engine *e)
 	return e->own_mime;
 }
 
-/* remove_entry - nftw's callback for a depth-first removal */
-static int
-remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+/* is_scan_leftover - a per-scan directory or extracted file of libclamav's */
+static bool
+is_scan_leftover(const char *name, void *arg)
 {
-	(void)st;
-	(void)ftw;
-	if (flag == FTW_DP)
-		rmdir(path);
-	else
-		unlink(path);
-	return 0;
+	(void)arg;
+	return strstr(name, "-scantemp.") != NULL || is_temp_name(name);
 }
 
 /*
@@ -711,24 +705,7 @@ remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
 int
 clam_clean_temp_dir(const char *dir)
 {
-	DIR *d = opendir(dir);
-	struct dirent *de;
-	int removed = 0;
-
-	if (d == NULL)
-		return 0;
-	while ((de = readdir(d)) != NULL) {
-		char *path;
-
-		if (strstr(de->d_name, "-scantemp.") == NULL && !is_temp_name(de->d_name))
-			continue;
-		path = xasprintf("%s/%s", dir, de->d_name);
-		nftw(path, remove_entry, 8, FTW_DEPTH | FTW_PHYS);
-		free(path);
-		removed++;
-	}
-	closedir(d);
-	return removed;
+	return sweep_dir(dir, is_scan_leftover, NULL, true);
 }
 
 /* clam_result_release - free what a result owns */

@@ -47,6 +47,7 @@
 #include "spool.h"
 #include "util/buf.h"
 #include "util/digits.h"
+#include "util/sweep.h"
 #include "util/xalloc.h"
 
 #define QUARANTINE_MAGIC	"postern-quarantine 1"
@@ -799,6 +800,18 @@ tmp_owner(const char *name)
 	return (pid_t)pid;
 }
 
+/* is_tmp_leftover - a temporary name of the process *arg, or (0) of one that is gone */
+static bool
+is_tmp_leftover(const char *name, void *arg)
+{
+	pid_t pid = *(const pid_t *)arg, owner = tmp_owner(name);
+
+	if (owner == 0 || (pid > 0 && owner != pid))
+		return false;
+	/* at start-up: only a process that no longer exists; alive, or not ours to ask about: keep */
+	return pid > 0 || (kill(owner, 0) < 0 && errno == ESRCH);
+}
+
 /*
  * quarantine_clean_tmp - remove temporary files a dead process left in dir
  *
@@ -811,22 +824,5 @@ tmp_owner(const char *name)
 int
 quarantine_clean_tmp(const char *dir, pid_t pid)
 {
-	DIR *d = opendir(dir);
-	struct dirent *de;
-	int removed = 0;
-
-	if (d == NULL)
-		return 0;
-	while ((de = readdir(d)) != NULL) {
-		pid_t owner = tmp_owner(de->d_name);
-
-		if (owner == 0 || (pid > 0 && owner != pid))
-			continue;
-		if (pid == 0 && (kill(owner, 0) == 0 || errno != ESRCH))
-			continue;	/* alive, or not ours to ask about: keep */
-		if (unlinkat(dirfd(d), de->d_name, 0) == 0)
-			removed++;
-	}
-	closedir(d);
-	return removed;
+	return sweep_dir(dir, is_tmp_leftover, &pid, false);
 }

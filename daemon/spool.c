@@ -18,7 +18,6 @@
  * file is made up front, as before: a spool_dir that cannot take files is
  * still found at spool_open(), not in the middle of a large message.
  */
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdbool.h>
@@ -30,6 +29,7 @@
 
 #include "spool.h"
 #include "util/proc.h"
+#include "util/sweep.h"
 #include "util/xalloc.h"
 
 #define SPOOL_WBUF_SIZE	(64 * 1024)	/* one write(2) per 64 KiB received */
@@ -239,6 +239,13 @@ spool_close(struct spool *sp)
 	return NULL;
 }
 
+/* has_prefix - a name that starts with arg (a string) */
+static bool
+has_prefix(const char *name, void *arg)
+{
+	return strncmp(name, arg, strlen(arg)) == 0;
+}
+
 /*
  * spool_clean_dir - remove named leftovers of the fallback path
  *
@@ -249,22 +256,10 @@ int
 spool_clean_dir(const char *dir, pid_t pid)
 {
 	char prefix[64];
-	struct dirent *de;
-	DIR *d = opendir(dir);
-	int removed = 0;
 
-	if (d == NULL)
-		return 0;
 	if (pid > 0)
 		snprintf(prefix, sizeof(prefix), SPOOL_PREFIX "%ld.", (long)pid);
 	else
 		snprintf(prefix, sizeof(prefix), SPOOL_PREFIX);
-	while ((de = readdir(d)) != NULL) {
-		if (strncmp(de->d_name, prefix, strlen(prefix)) != 0)
-			continue;
-		if (unlinkat(dirfd(d), de->d_name, 0) == 0)
-			removed++;
-	}
-	closedir(d);
-	return removed;
+	return sweep_dir(dir, has_prefix, prefix, false);
 }

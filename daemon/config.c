@@ -12,6 +12,7 @@
  */
 #include <errno.h>
 #include <limits.h>
+#include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -524,6 +525,84 @@ env_newindex(lua_State *L)
 	return 0;
 }
 
+/* is_key_at - p starts "key =" or ["key"] = (not "key ==") */
+static bool
+is_key_at(const char *p, const char *key, size_t klen)
+{
+	if (strncmp(p, "[\"", 2) == 0 && strncmp(p + 2, key, klen) == 0 && strncmp(p + 2 + klen, "\"]", 2) == 0)
+		p += 2 + klen + 2;
+	else if (strncmp(p, key, klen) == 0)
+		p += klen;
+	else
+		return false;
+	p += strspn(p, " \t");
+	return *p == '=' && p[1] != '=';
+}
+
+/*
+ * key_line - the line of "key =" (or ["key"] =) in the file at path, looking
+ * from line `from` (the listener's) on, up to the next listener; 0 if not found
+ *
+ * Lua keeps no line per table field, so an error in a listener's key would
+ * name the listener's first line; a postmaster wants the key's own.
+ */
+static int
+key_line(const char *path, int from, const char *key)
+{
+	FILE *f = fopen(path, "r");
+	char line[1024];
+	size_t klen = strlen(key);
+	int n = 0, found = 0;
+
+	if (f == NULL || from <= 0) {
+		if (f != NULL)
+			fclose(f);
+		return 0;
+	}
+	while (found == 0 && fgets(line, sizeof(line), f) != NULL) {
+		const char *p = line + strspn(line, " \t");
+
+		if (++n < from)
+			continue;
+		if (n > from && strncmp(p, "listener", 8) == 0 && strchr(" \t\"(", p[8]) != NULL)
+			break;		/* the next listener: the key is not written out */
+		/* a field starts a line or follows "{" or ",": try each such place */
+		for (; p != NULL && found == 0; p = strpbrk(p, "{,")) {
+			p += strspn(p, " \t{,");
+			if (is_key_at(p, key, klen))
+				found = n;
+		}
+	}
+	fclose(f);
+	return found;
+}
+
+/*
+ * key_error - raise "PATH:LINE: listener "NAME": ..." naming the key's line when
+ * the listener was read from the configuration file (-o overrides keep Lua's)
+ */
+static int __attribute__((format(printf, 4, 5)))
+key_error(lua_State *L, const struct listener_cfg *lc, const char *key, const char *fmt, ...)
+{
+	struct loader *ld = loader_of(L);
+	lua_Debug ar;
+	va_list ap;
+	int line = 0;
+
+	if (key != NULL && lua_getstack(L, 1, &ar) && lua_getinfo(L, "S", &ar) &&
+	    ar.source[0] == '@' && strcmp(ar.source + 1, ld->cfg->path) == 0)
+		line = key_line(ld->cfg->path, lc->line, key);
+	if (line > 0)
+		lua_pushfstring(L, "%s:%d: ", ld->cfg->path, line);
+	else
+		luaL_where(L, 1);
+	va_start(ap, fmt);
+	lua_pushvfstring(L, fmt, ap);
+	va_end(ap);
+	lua_concat(L, 2);
+	return lua_error(L);
+}
+
 /* listener_body - second half of listener "name" { ... }: check and store the table */
 static int
 listener_body(lua_State *L)
@@ -550,11 +629,12 @@ listener_body(lua_State *L)
 		const char *key = lua_tostring(L, -2), *why;
 		const struct key *k;
 
-		if (lua_type(L, -2) != LUA_TSTRING || (k = find_key(listener_keys, key)) == NULL)
-			return luaL_error(L, "listener \"%s\": unknown key '%s'", lname,
-					  lua_type(L, -2) == LUA_TSTRING ? key : "(not a name)");
+		if (lua_type(L, -2) != LUA_TSTRING)
+			return luaL_error(L, "listener \"%s\": unknown key '(not a name)'", lname);
+		if ((k = find_key(listener_keys, key)) == NULL)
+			return key_error(L, lc, key, "listener \"%s\": unknown key '%s'", lname, key);
 		if ((why = set_value(L, lua_gettop(L), k, lc)) != NULL)
-			return luaL_error(L, "listener \"%s\": key '%s': %s", lname, key, why);
+			return key_error(L, lc, key, "listener \"%s\": key '%s': %s", lname, key, why);
 		lua_pop(L, 1);
 	}
 	return 0;

@@ -106,6 +106,14 @@ errors(void)
 	expect_error("unknown listener key",
 		     "listener \"ext\" { listen = \"127.0.0.1:10024\", fowrard = \"x\" }\n",
 		     ":1: listener \"ext\": unknown key 'fowrard'");
+	expect_error("a listener key's error names the key's own line",
+		     "listener \"ext\" {\n  listen = \"127.0.0.1:10024\",\n  forward = \"127.0.0.1:2\",\n"
+		     "  workers = \"many\",\n}\n",
+		     ":4: listener \"ext\": key 'workers': expected a whole number");
+	expect_error("... also written [\"key\"] =, in the second listener",
+		     ONE_LISTENER "listener \"two\" {\n  listen = \"127.0.0.1:10025\",\n"
+		     "  forward = \"127.0.0.1:2\", [\"wrokers\"] = 3,\n}\n",
+		     ":4: listener \"two\": unknown key 'wrokers'");
 	expect_error("wrong type", "log_level = 3\n" ONE_LISTENER, ":1: key 'log_level': expected a string");
 	expect_error("bad enum", ONE_LISTENER "log_level = \"loud\"\n", ":2: key 'log_level'");
 	expect_error("unknown clamav.mail_parser",

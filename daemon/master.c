@@ -253,6 +253,7 @@ spawn(struct master *m, size_t li)
 	const struct listener_cfg *lc = &m->cfg->listeners[li];
 	int fd = find_socket(m->sockets, m->nsockets, lc->listen);
 	struct worker_rec *w = NULL;
+	sigset_t saved;
 	pid_t pid;
 
 	for (size_t i = 0; i < m->nworkers; i++)
@@ -265,16 +266,24 @@ spawn(struct master *m, size_t li)
 		w = &m->workers[m->nworkers++];
 		memset(w, 0, sizeof(*w));
 	}
+	/*
+	 * Until the child has its own handlers, a SIGTERM or SIGUSR1 the master
+	 * sends it would run the master's handler there and be lost (a worker
+	 * that then never drains): the child is born with them blocked and
+	 * unblocks them once worker_signals() has installed its own.
+	 */
+	worker_block_signals(&saved);
 	pid = fork();
-	if (pid < 0) {
-		log_warn("listener %s: cannot fork a worker", lc->name);
-		return;
-	}
 	if (pid == 0) {
 		close_master_fds(m, fd);
 		struct scanners sc = { m->policies[li], m->clam };
 
 		worker_main(m->cfg, lc, &sc, fd);
+	}
+	sigprocmask(SIG_SETMASK, &saved, NULL);
+	if (pid < 0) {
+		log_warn("listener %s: cannot fork a worker", lc->name);
+		return;
 	}
 	w->pid = pid;
 	w->generation = m->generation;

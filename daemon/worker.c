@@ -8,6 +8,7 @@
  * worker may still lose the accept() race and see EAGAIN: harmless.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <signal.h>
@@ -29,6 +30,7 @@
 #define WORKER_POLL_MS	1000	/* how often an idle worker looks at its parent */
 
 static int listen_fd_to_close = -1;	/* our copy of the listening socket */
+static int stop_pipe_w = -1;		/* on_term writes here; io_stop_fd reads */
 static volatile sig_atomic_t retiring;	/* SIGUSR1: no new session, this one ends normally */
 
 /*
@@ -42,8 +44,14 @@ static volatile sig_atomic_t retiring;	/* SIGUSR1: no new session, this one ends
 static void
 on_term(int sig)
 {
+	int saved_errno = errno;
+
 	(void)sig;
 	io_stop_requested = 1;
+	if (stop_pipe_w >= 0 && write(stop_pipe_w, "x", 1) < 0) {
+		/* full already: a stop is pending anyway */
+	}
+	errno = saved_errno;
 	if (listen_fd_to_close >= 0) {
 		close(listen_fd_to_close);
 		listen_fd_to_close = -1;
@@ -69,11 +77,38 @@ on_retire(int sig)
 	}
 }
 
+/* stop_signals - what the master sends a worker: a set made fresh each time */
+static void
+stop_signals(sigset_t *set)
+{
+	sigemptyset(set);
+	sigaddset(set, SIGTERM);
+	sigaddset(set, SIGINT);
+	sigaddset(set, SIGUSR1);
+	sigaddset(set, SIGHUP);
+}
+
+/*
+ * worker_block_signals - in the master, just before fork(): the signals a
+ * worker must see with its own handlers stay pending in the child until
+ * worker_signals() has installed them; *saved restores the master's mask
+ */
+void
+worker_block_signals(sigset_t *saved)
+{
+	sigset_t set;
+
+	stop_signals(&set);
+	sigprocmask(SIG_BLOCK, &set, saved);
+}
+
 /* worker_signals - the master's handlers do not apply here */
 static void
 worker_signals(void)
 {
 	struct sigaction sa;
+	sigset_t set;
+	int stop_pipe[2];
 
 	memset(&sa, 0, sizeof(sa));
 	sa.sa_handler = on_term;	/* no SA_RESTART: a blocked poll() must see it */
@@ -89,6 +124,13 @@ worker_signals(void)
 	sigaction(SIGCHLD, &sa, NULL);
 	/* if the master dies, do not linger holding the port */
 	prctl(PR_SET_PDEATHSIG, SIGTERM);
+	if (pipe2(stop_pipe, O_NONBLOCK | O_CLOEXEC) == 0) {
+		io_stop_fd = stop_pipe[0];
+		stop_pipe_w = stop_pipe[1];
+	}
+	/* now a stop the master asked for before this point is delivered here */
+	stop_signals(&set);
+	sigprocmask(SIG_UNBLOCK, &set, NULL);
 }
 
 /* watch_listener - an epoll set that wakes this worker alone for a new connection */

@@ -12,10 +12,13 @@
 #ifndef POSTERN_WORKER_H
 #define POSTERN_WORKER_H
 
+#include <signal.h>
+
 #include "config.h"
 
 struct scanners;
 
+void worker_block_signals(sigset_t *saved);
 void worker_main(const struct config *cfg, const struct listener_cfg *lc,
 		 const struct scanners *sc, int listen_fd) __attribute__((noreturn));
 

@@ -18,6 +18,7 @@
 #define IO_WBUF_HIGH	(64 * 1024)	/* flush once this much output is pending */
 
 volatile int io_stop_requested;
+int io_stop_fd = -1;
 
 /* io_now_ms - monotonic milliseconds */
 long long
@@ -71,7 +72,8 @@ int
 io_wait_fd_stoppable(int fd, short events, int timeout_ms, bool stoppable)
 {
 	long long deadline = io_now_ms() + timeout_ms;
-	struct pollfd pfd;
+	struct pollfd pfd[2];
+	nfds_t nfds = stoppable && io_stop_fd >= 0 ? 2 : 1;
 	int n;
 
 	for (;;) {
@@ -79,10 +81,15 @@ io_wait_fd_stoppable(int fd, short events, int timeout_ms, bool stoppable)
 
 		if (left < 0)
 			left = 0;
-		pfd.fd = fd;
-		pfd.events = events;
-		pfd.revents = 0;
-		n = poll(&pfd, 1, (int)left);
+		pfd[0].fd = fd;
+		pfd[0].events = events;
+		pfd[0].revents = 0;
+		pfd[1].fd = io_stop_fd;
+		pfd[1].events = POLLIN;
+		pfd[1].revents = 0;
+		n = poll(pfd, nfds, (int)left);
+		if (n > 0 && nfds == 2 && pfd[1].revents != 0)
+			return -2;	/* the pipe is never drained: a stop stays requested */
 		if (n > 0)
 			return 1;
 		if (n == 0)

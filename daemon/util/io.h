@@ -51,6 +51,13 @@ struct io {
  */
 extern volatile int io_stop_requested;
 
+/*
+ * The read end of a pipe the same handler writes to, or -1: an interruptible
+ * wait polls it too, so a stop that lands between the check of
+ * io_stop_requested and the poll() still ends the wait at once.
+ */
+extern int io_stop_fd;
+
 void io_init(struct io *io, int fd, int timeout_ms);
 void io_release(struct io *io);
 int io_fill(struct io *io);

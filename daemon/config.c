@@ -83,8 +83,9 @@ static const struct key clamav_keys[] = {
 	{ "mail_parser", KT_MAILPARSER, G(clamav.mail_parser), "postern", 0, 0,
 	  "who takes a message apart for ClamAV: \"libclamav\" (its mail parser, on the spool "
 	  "file) or \"postern\" (postern's MIME walk; libclamav scans each decoded part)", NULL },
-	{ "disable_cache", KT_BOOL, G(clamav.disable_cache), "false", 0, 0,
-	  "turn off libclamav's cache of clean files (clamd's DisableCache), for benchmarks", NULL },
+	{ "disable_cache", KT_BOOL, G(clamav.disable_cache), "true", 0, 0,
+	  "keep libclamav's cache of clean files off (clamd's DisableCache): an archive it had "
+	  "cached would not be unpacked again, and its members would not reach P.banned", NULL },
 	{ "on_incomplete", KT_ONERROR, G(clamav.on_incomplete), "tempfail", 0, 0,
 	  "what P.clamav does when a scan cannot finish (limits, encrypted archive, engine error): "
 	  "tempfail, pass (with X-Virus-Status: Unchecked) or reject", NULL },

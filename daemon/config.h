@@ -59,7 +59,7 @@ struct clamav_cfg {
 	long	self_check_ms;		/* database directory check interval; 0: off */
 	char   *on_incomplete;		/* "tempfail", "pass" or "reject" */
 	char   *temp_dir;		/* where libclamav unpacks; NULL: spool_dir */
-	long	disable_cache;		/* no cache of clean files */
+	long	disable_cache;		/* no cache of clean files (the default: see config.c) */
 	char   *mail_parser;		/* "libclamav" or "postern": who takes the MIME apart */
 };
 

@@ -29,6 +29,10 @@ Postern.Test.Blob.Hash (a binary blob generated here). Pinned behaviour:
     message", and amavisd-new bans by name whatever the size (libclamav
     itself skips files of 5 bytes or less, so its file-inspection callback
     alone does not see them);
+  the same archive sent again (a tar with dir/setup.exe, that tar again, the
+    tar gzip'ed, the tar inside a zip) is refused each time: the members of an
+    archive libclamav has seen before still reach P.banned (its clean-file
+    cache is off by default, clamav.disable_cache);
   msg:files() lists the attachment, the zip's members and the nested zip's
     members, deeper as they nest, with the type libclamav detected (ZIP);
   a clean message with an attachment passes: 250, delivered once with
@@ -67,6 +71,7 @@ Every point holds with postern's own MIME walk taking the message apart
 """
 import base64
 import binascii
+import gzip
 import io
 import os
 import re
@@ -74,6 +79,7 @@ import shutil
 import signal
 import struct
 import subprocess
+import tarfile
 import time
 import zipfile
 import zlib
@@ -211,6 +217,18 @@ def uuencode(name, content):
     lines = [b"begin 644 " + name.encode()]
     lines += [binascii.b2a_uu(content[i:i + 45]).rstrip(b"\n") for i in range(0, len(content), 45)]
     return b"\r\n".join(lines + [b"`", b"end"]) + b"\r\n"
+
+
+def tar_of(members):
+    """A POSIX tar of [(name, bytes)]."""
+    f = io.BytesIO()
+    with tarfile.open(fileobj=f, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for name, content in members:
+            info = tarfile.TarInfo(name)
+            info.size = len(content)
+            info.mtime = 0
+            tar.addfile(info, io.BytesIO(content))
+    return f.getvalue()
 
 
 def zip_of(members):
@@ -377,6 +395,23 @@ for label, what, kw in BANNED_CASES:
     t.match(r" verdict=reject .*hits=banned:", pd.summary_line("reject", mail_id(r)),
             "banned %s: log line verdict=reject, hit banned:..." % label)
     t.eq(len(copies(tok)), 0, "banned %s: nothing delivered" % label)
+
+# ---------------------------------------------------------------- the same archive again
+# libclamav skips an archive its clean-file cache has seen before, members and all: with the
+# cache on, the second copy's setup.exe would never reach P.banned. Each copy must be refused.
+BUNDLE = tar_of([("readme.txt", b"read me\n"), ("dir/setup.exe", MZ)])
+AGAIN = [
+    ("a tar with setup.exe in it", ("bundle.tar", "application/x-tar", BUNDLE)),
+    ("the same tar again", ("bundle.tar", "application/x-tar", BUNDLE)),
+    ("the same tar, gzip'ed", ("bundle.tar.gz", "application/gzip", gzip.compress(BUNDLE, mtime=0))),
+    ("the same tar inside a zip", ("bundle.zip", "application/zip", zip_of([("bundle.tar", BUNDLE)]))),
+]
+for label, part in AGAIN:
+    tok, data = make("again: " + label, parts=[part])
+    r = transact(pd.ports["reject"], ["user@example.com"], data)
+    t.match(r"^554 5\.7\.0 id=\w+, Banned file (?:dir/)?setup\.exe \(\w+\)$", r.text,
+            "%s: 554 5.7.0 Banned file setup.exe" % label)
+    t.eq(len(copies(tok)), 0, "%s: nothing delivered" % label)
 
 # ---------------------------------------------------------------- msg:files()
 tok, data = make("file list", parts=[("outer.zip", "application/zip",

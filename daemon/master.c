@@ -113,6 +113,17 @@ install_signals(void)
 	sigaction(SIGPIPE, &sa, NULL);
 }
 
+/* unblock_reload - a SIGHUP main() held back during start-up is handled now */
+static void
+unblock_reload(void)
+{
+	sigset_t hup;
+
+	sigemptyset(&hup);
+	sigaddset(&hup, SIGHUP);
+	sigprocmask(SIG_UNBLOCK, &hup, NULL);
+}
+
 /* ms_since - monotonic ms since t */
 static long
 ms_since(const struct timespec *t)
@@ -673,6 +684,7 @@ master_run(struct config *cfg, struct policy **policies, struct clam_engine *cla
 	m.generation = 1;
 	m.lstate = xcalloc(cfg->nlisteners, sizeof(*m.lstate));
 	install_signals();
+	unblock_reload();
 	for (size_t i = 0; i < cfg->nlisteners; i++)
 		log_info("listener %s: %s on %s, forward to %s, %ld workers, policy %s",
 			 cfg->listeners[i].name, cfg->listeners[i].is_lmtp ? "LMTP" : "SMTP",

@@ -29,6 +29,10 @@ connection, no 4xx, no 421 before the data reply): every clean message gets
 for idle sessions of a stopping worker); every message answered 250 is
 delivered exactly once and no refused one ever; nothing is delivered that
 no client sent; no worker crashes; the spool is empty at the end.
+
+  (d) a SIGHUP sent while posternd is still starting (caught reading a
+      300 000-signature database) does not kill it: it comes up, then
+      reloads (the log says "reloaded"), and stops with status 0.
 """
 import base64
 import os
@@ -260,4 +264,46 @@ t.ok(not re.search(r"died with signal|exited with status", pd.log()), "no worker
 t.ok(wait_until(lambda: pd.spool_files() == [], 10), "nothing left in the spool directory",
      pd.spool_files())
 t.eq(pd.stop(), 0, "posternd stops with status 0")
+
+# (d) A SIGHUP that arrives while posternd is still starting (here: while it loads a
+# database of 300 000 hash signatures) is neither fatal (SIGHUP's default action) nor
+# lost: posternd comes up, then reloads.
+BIG = os.path.join(WS, "db-big")
+shutil.copytree(os.path.join(SRCDIR, "spec", "data", "clamav"), BIG)
+with open(os.path.join(BIG, "many.hdb"), "w") as f:
+    f.write("".join("%032x:%d:Postern.Test.Many-%d\n" % (i * 2654435761 + 7, 1000 + i % 5000, i)
+                    for i in range(300000)))
+for n in os.listdir(BIG):
+    os.chmod(os.path.join(BIG, n), 0o644)
+os.chmod(BIG, 0o755)
+slow = Posternd({"scan": {"policy": "scan.lua", "forward": "127.0.0.1:%d" % sink.port, "workers": 1}},
+                settings={"clamav": {"database": BIG, "self_check": 0}}, start=False)
+slow.start(wait=False)
+
+
+def loading_signatures():
+    """posternd has many.hdb open: it is reading the signatures, well inside its start-up."""
+    try:
+        fds = os.listdir("/proc/%d/fd" % slow.proc.pid)
+    except OSError:
+        return False
+    for fd in fds:
+        try:
+            if os.readlink("/proc/%d/fd/%s" % (slow.proc.pid, fd)).endswith("many.hdb"):
+                return True
+        except OSError:
+            pass
+    return False
+
+
+seen = wait_until(lambda: loading_signatures() or slow.proc.poll() is not None, 30, step=0.001)
+t.ok(seen and slow.proc.poll() is None, "start-up: posternd caught while it reads the signatures")
+slow.proc.send_signal(signal.SIGHUP)
+# the port is bound before the signatures load: "up" is the master's listener line and a greeting
+t.ok(wait_until(lambda: slow.proc.poll() is not None or "listener scan: SMTP on" in slow.log(), 60) and
+     slow.proc.poll() is None and Client(slow.ports["scan"], timeout=30).greeting.code == 220,
+     "a SIGHUP during start-up: posternd still comes up and greets", slow.log()[-2000:])
+t.ok(slow.wait_log(r"reloaded", timeout=60), "... and then reloads, as it was asked",
+     slow.log()[-2000:])
+t.eq(slow.stop(), 0, "... and stops with status 0")
 t.done()

@@ -229,11 +229,14 @@ class Posternd:
         with open(self.conf, "w") as f:
             f.write("\n".join(lines) + "\n")
 
-    def start(self):
+    def start(self, wait=True):
+        """Start posternd; with wait, until every listener's port is open."""
         self.logf = open(self.logpath, "ab")
         self.proc = subprocess.Popen([POSTERND, "-f", "-c", self.conf] + self.args,
                                      stdout=self.logf, stderr=self.logf)
         _children.append(self.proc)
+        if not wait:
+            return self
         ok = wait_until(lambda: self.proc.poll() is not None or
                         all(port_open(p) for p in self.ports.values()), 15)
         if self.proc.poll() is not None or not ok:

@@ -39,6 +39,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -230,6 +231,45 @@ on_meta(const char *container_type, unsigned long fsize_container, const char *f
 	return CL_CLEAN;
 }
 
+/*
+ * decompressed_name - what gunzip would call the file inside a compressed
+ * one: "setup.exe" inside "setup.exe.gz", "x.tar" inside "x.tgz"; NULL when
+ * the parent is not a single-file compressor or its name says nothing
+ *
+ * libclamav gives the file inside a .gz, .bz2 or .xz no name of its own
+ * (it does not read the gzip header's), so without this P.banned could not
+ * ban "invoice.js.gz" by what it holds.
+ */
+static char *
+decompressed_name(const struct clam_result *r, unsigned depth)
+{
+	static const struct { const char *suffix, *becomes; } suffixes[] = {
+		{ ".tgz", ".tar" }, { ".taz", ".tar" }, { ".tbz2", ".tar" }, { ".tbz", ".tar" },
+		{ ".txz", ".tar" }, { ".gz", "" }, { ".gzip", "" }, { ".z", "" }, { ".bz2", "" },
+		{ ".bz", "" }, { ".xz", "" },
+	};
+	const struct clam_file *parent = NULL;
+	size_t len;
+
+	for (size_t i = r->nfiles; i-- > 0;)	/* the latest file one level up */
+		if (r->files[i].depth + 1 == depth && !r->files[i].from_meta) {
+			parent = &r->files[i];
+			break;
+		}
+	if (parent == NULL || parent->name == NULL || parent->type == NULL ||
+	    (strcmp(parent->type, "GZ") != 0 && strcmp(parent->type, "BZ") != 0 &&
+	     strcmp(parent->type, "XZ") != 0))
+		return NULL;
+	len = strlen(parent->name);
+	for (size_t i = 0; i < sizeof(suffixes) / sizeof(suffixes[0]); i++) {
+		size_t sl = strlen(suffixes[i].suffix);
+
+		if (len > sl && strcasecmp(parent->name + len - sl, suffixes[i].suffix) == 0)
+			return xasprintf("%.*s%s", (int)(len - sl), parent->name, suffixes[i].becomes);
+	}
+	return NULL;
+}
+
 /* on_file - libclamav's file inspection callback: list the file */
 static cl_error_t
 on_file(int fd, const char *type, const char **ancestors, size_t parent_file_size,
@@ -239,18 +279,23 @@ on_file(int fd, const char *type, const char **ancestors, size_t parent_file_siz
 	struct scan_ctx *ctx = context;
 	struct clam_result *r = ctx ? ctx->r : NULL;
 	struct clam_file *f;
+	char *name = NULL;
 
 	(void)fd;
 	(void)ancestors;
 	(void)parent_file_size;
 	(void)file_buffer;
-	if (r == NULL || (f = add_file(r)) == NULL)
+	if (r == NULL || r->nfiles >= FILES_MAX)
 		return CL_CLEAN;
 	/* libclamav's own temporary names, and ours for the message, are not names */
 	if (recursion_level == 0 && ctx->top_name != NULL)
-		f->name = xstrdup(ctx->top_name);
+		name = xstrdup(ctx->top_name);
 	else if (file_name != NULL && !is_temp_name(file_name) && recursion_level > 0)
-		f->name = xstrdup(file_name);
+		name = xstrdup(file_name);
+	else if (recursion_level > 0)
+		name = decompressed_name(r, ctx->depth_base + recursion_level);
+	f = add_file(r);
+	f->name = name;
 	if (type != NULL && strncmp(type, "CL_TYPE_", 8) == 0)
 		type += 8;
 	f->type = xstrdup(type ? type : "ANY");

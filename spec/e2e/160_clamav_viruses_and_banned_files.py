@@ -21,8 +21,10 @@ Postern.Test.Blob.Hash (a binary blob generated here). Pinned behaviour:
     blob as a base64 attachment);
   banned files (P.banned, libclamav's file list): an .exe member of a zip
     (by name), a "harmless.txt" attachment whose content is an MZ header
-    (by type MSEXE), a "setup.exe" uuencoded inside the text (by name; not
-    with mail_parser = "libclamav", whose parser does not pass the name on) ->
+    (by type MSEXE), a "setup.exe" uuencoded inside the text (by name), an
+    "invoice.js.gz" attachment (by the name of the file inside, "invoice.js",
+    as gunzip names it; these two not with mail_parser = "libclamav", whose
+    parser does not pass the names on) ->
     554 5.7.0 "Banned file NAME (TYPE)", not delivered;
     and the same for a 3-byte "tiny.exe" zip member and an empty "empty.exe"
     attachment: P.banned and msg:files() document "every file in the
@@ -375,6 +377,10 @@ BANNED_CASES = [
     # a file uuencoded inside a text part has the name its "begin" line gives
     ("a uuencoded setup.exe inside the text (by file name)", r"setup\.exe \(\w+\)",
      dict(body=b"See attached.\r\n" + uuencode("setup.exe", MZ))),
+    # libclamav gives the file inside a .gz no name: it is named as gunzip would name it
+    ("a gzip'ed script, invoice.js.gz (by the name inside)", r"invoice\.js \(\w+\)",
+     dict(parts=[("invoice.js.gz", "application/gzip",
+                  gzip.compress(b"var total = 42; // an invoice, honest\n" * 8, mtime=0))])),
     # an empty part is not scanned at all: it is listed from the MIME walk, typed by its
     # Content-Type
     ("an empty .exe attachment (by file name)", r"empty\.exe \(application/octet-stream\)",
@@ -382,7 +388,8 @@ BANNED_CASES = [
 ]
 # libclamav's mail parser decodes a uuencoded file but does not hand its name to the
 # callbacks P.banned reads: with mail_parser = "libclamav" that file is "unnamed"
-NAME_FROM_POSTERN = ("a uuencoded setup.exe inside the text (by file name)",)
+NAME_FROM_POSTERN = ("a uuencoded setup.exe inside the text (by file name)",
+                     "a gzip'ed script, invoice.js.gz (by the name inside)")
 for label, what, kw in BANNED_CASES:
     if MAIL_PARSER == "libclamav" and label in NAME_FROM_POSTERN:
         for point in ("554 5.7.0 Banned file NAME (TYPE)", "log line", "nothing delivered"):

@@ -20,7 +20,7 @@ Postern.Test.Blob.Hash (a binary blob generated here). Pinned behaviour:
     own body signature (marker in a text part); our hash signature (the
     blob as a base64 attachment);
   banned files (P.banned, libclamav's file list): an .exe member of a zip
-    (by name), a "harmless.txt" attachment whose content is an MZ header
+    (by name), a .scr member of a 7z (by name; the 7z is made with p7zip), a "harmless.txt" attachment whose content is an MZ header
     (by type MSEXE), a "setup.exe" uuencoded inside the text (by name), an
     "invoice.js.gz" attachment (by the name of the file inside, "invoice.js",
     as gunzip names it; these two not with mail_parser = "libclamav", whose
@@ -82,6 +82,7 @@ import signal
 import struct
 import subprocess
 import tarfile
+import tempfile
 import time
 import zipfile
 import zlib
@@ -233,6 +234,21 @@ def tar_of(members):
     return f.getvalue()
 
 
+def sevenzip_of(members):
+    """A 7z archive of [(name, bytes)], made by p7zip's 7z (tools/install-deps installs it)."""
+    d = tempfile.mkdtemp(dir=WS)
+    for name, content in members:
+        os.makedirs(os.path.dirname(os.path.join(d, name)), exist_ok=True)
+        with open(os.path.join(d, name), "wb") as f:
+            f.write(content)
+    subprocess.run(["7z", "a", "-bd", "-y", os.path.join(d, "out.7z")] + [n for n, _ in members],
+                   cwd=d, check=True, stdout=subprocess.DEVNULL, timeout=60)
+    with open(os.path.join(d, "out.7z"), "rb") as f:
+        data = f.read()
+    shutil.rmtree(d)
+    return data
+
+
 def zip_of(members):
     """A zip (deflated) of [(name, bytes)]."""
     f = io.BytesIO()
@@ -377,6 +393,10 @@ BANNED_CASES = [
     # a file uuencoded inside a text part has the name its "begin" line gives
     ("a uuencoded setup.exe inside the text (by file name)", r"setup\.exe \(\w+\)",
      dict(body=b"See attached.\r\n" + uuencode("setup.exe", MZ))),
+    ("a .scr inside a 7z archive (by file name)", r"(?:docs/)?screensaver\.scr \(\w+\)",
+     dict(parts=[("docs.7z", "application/x-7z-compressed",
+                  sevenzip_of([("docs/readme.txt", b"read me\n"),
+                               ("docs/screensaver.scr", b"not a screensaver at all, just text\n")]))])),
     # libclamav gives the file inside a .gz no name: it is named as gunzip would name it
     ("a gzip'ed script, invoice.js.gz (by the name inside)", r"invoice\.js \(\w+\)",
      dict(parts=[("invoice.js.gz", "application/gzip",

@@ -35,6 +35,7 @@
  * virus or for clean mail.
  */
 #include <clamav.h>
+#include <limits.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -45,6 +46,7 @@
 
 #include "clam.h"
 #include "mime.h"
+#include "rar.h"
 #include "util/buf.h"
 #include "util/sweep.h"
 #include "util/xalloc.h"
@@ -178,6 +180,14 @@ is_temp_name(const char *name)
 	       strspn(name + 7, "0123456789abcdef") == len - 11;
 }
 
+/* a RAR member listed from its headers by daemon/rar.c, not by libclamav */
+#define RAR_OWN_LISTING	UINT_MAX
+
+struct rar_walk {
+	struct clam_result *r;
+	unsigned depth;		/* of the members */
+};
+
 /* add_file - one more entry of the list (bounded by FILES_MAX) */
 static struct clam_file *
 add_file(struct clam_result *r)
@@ -212,8 +222,11 @@ on_meta(const char *container_type, unsigned long fsize_container, const char *f
 	if (r == NULL || filename == NULL || *filename == '\0')
 		return CL_CLEAN;
 	for (size_t i = 0; i < r->nfiles; i++)
-		if (r->files[i].from_meta && r->files[i].meta_pos == filepos_container &&
-		    r->files[i].name != NULL && strcmp(r->files[i].name, filename) == 0)
+		if (r->files[i].from_meta && r->files[i].name != NULL &&
+		    strcmp(r->files[i].name, filename) == 0 &&
+		    (r->files[i].meta_pos == filepos_container ||
+		     (r->files[i].meta_pos == RAR_OWN_LISTING && container_type != NULL &&
+		      strcmp(container_type, "CL_TYPE_RAR") == 0)))
 			return CL_CLEAN;
 	if ((f = add_file(r)) == NULL)
 		return CL_CLEAN;
@@ -270,6 +283,40 @@ decompressed_name(const struct clam_result *r, unsigned depth)
 	return NULL;
 }
 
+/* rar_member - rar_list's callback: one member, listed as the metadata callback would */
+static void
+rar_member(const char *name, size_t name_len, uint64_t size, bool encrypted, void *arg)
+{
+	struct rar_walk *w = arg;
+	struct clam_file *f = add_file(w->r);
+
+	if (f == NULL)
+		return;
+	f->name = xstrndup(name, name_len);
+	f->type = xstrdup("MEMBER_OF_RAR");
+	f->size = (size_t)size;
+	f->depth = w->depth;
+	f->encrypted = encrypted;
+	f->from_meta = true;
+	f->meta_pos = RAR_OWN_LISTING;
+}
+
+/*
+ * list_rar_members - the names in a RAR archive's headers, one level below it
+ *
+ * libclamav names RAR members only with its unrar module, which Debian
+ * ships apart; daemon/rar.c reads the names itself, so P.banned sees them
+ * either way (the metadata callback then skips the names already listed).
+ */
+static void
+list_rar_members(struct clam_result *r, const char *buf, size_t len, unsigned depth)
+{
+	struct rar_walk w = { r, depth + 1 };
+
+	if (buf != NULL)
+		rar_list((const unsigned char *)buf, len, rar_member, &w);
+}
+
 /* on_file - libclamav's file inspection callback: list the file */
 static cl_error_t
 on_file(int fd, const char *type, const char **ancestors, size_t parent_file_size,
@@ -302,6 +349,8 @@ on_file(int fd, const char *type, const char **ancestors, size_t parent_file_siz
 	f->size = file_size;
 	f->depth = ctx->depth_base + recursion_level;
 	f->encrypted = (layer_attributes & LAYER_ATTRIBUTES_DECRYPTED) != 0;
+	if (strcmp(f->type, "RAR") == 0)
+		list_rar_members(r, file_buffer, file_size, f->depth);
 	return CL_CLEAN;
 }
 

@@ -158,17 +158,6 @@ drop_privileges(const struct config *cfg, uid_t uid, gid_t gid)
 		log_fatal("privileges could be regained after switching to %s", cfg->user);
 }
 
-/* block_reload_until_running - hold SIGHUP back; master_run() lets it through */
-static void
-block_reload_until_running(void)
-{
-	sigset_t hup;
-
-	sigemptyset(&hup);
-	sigaddset(&hup, SIGHUP);
-	sigprocmask(SIG_BLOCK, &hup, NULL);
-}
-
 /* check_spool_writable - as the final user, one spool file must be creatable */
 static void
 check_spool_writable(const struct config *cfg)
@@ -244,7 +233,7 @@ main(int argc, char **argv)
 	 * SIGHUP, before the master's handlers exist) must not kill the daemon,
 	 * nor be lost: SIGHUP waits, blocked, until master_run() handles it.
 	 */
-	block_reload_until_running();
+	master_hold_reload(true);
 	log_init("posternd", true, NULL);
 	cfg = config_load(path, overrides, noverrides, &error);
 	if (cfg == NULL) {

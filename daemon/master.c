@@ -113,15 +113,19 @@ install_signals(void)
 	sigaction(SIGPIPE, &sa, NULL);
 }
 
-/* unblock_reload - a SIGHUP main() held back during start-up is handled now */
-static void
-unblock_reload(void)
+/*
+ * master_hold_reload - hold SIGHUP back (main(), before the configuration is
+ * read) or let it through (master_run(), once its handler is in place): a
+ * reload asked for during start-up runs then, instead of killing the daemon
+ */
+void
+master_hold_reload(bool hold)
 {
 	sigset_t hup;
 
 	sigemptyset(&hup);
 	sigaddset(&hup, SIGHUP);
-	sigprocmask(SIG_UNBLOCK, &hup, NULL);
+	sigprocmask(hold ? SIG_BLOCK : SIG_UNBLOCK, &hup, NULL);
 }
 
 /* ms_since - monotonic ms since t */
@@ -684,7 +688,7 @@ master_run(struct config *cfg, struct policy **policies, struct clam_engine *cla
 	m.generation = 1;
 	m.lstate = xcalloc(cfg->nlisteners, sizeof(*m.lstate));
 	install_signals();
-	unblock_reload();
+	master_hold_reload(false);
 	for (size_t i = 0; i < cfg->nlisteners; i++)
 		log_info("listener %s: %s on %s, forward to %s, %ld workers, policy %s",
 			 cfg->listeners[i].name, cfg->listeners[i].is_lmtp ? "LMTP" : "SMTP",

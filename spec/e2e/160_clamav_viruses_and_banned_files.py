@@ -91,7 +91,7 @@ import zipfile
 import zlib
 
 from harness import (POSTERND, SRCDIR, Client, Posternd, Reply, Sink, header_fields, mail_id,
-                     stuff, t, values, workspace)
+                     stuff, t, values, wait_until, workspace)
 
 SENDER = "sender@example.org"
 WS = workspace()
@@ -716,6 +716,12 @@ late.spool = LATE_SPOOL  # for the end's "nothing left in the spool directory"
 ALL.append(late)
 t.ok(not os.path.exists(os.path.join(LATE_SPOOL, "scan")),
      "without clamav.database: no scan directory is made")
+# up and serving before the reload (its port is open before its workers run), and the
+# workers of that first generation known: a connection one of them accepts after the
+# reload is still theirs, so the virus below is sent once they have left
+hello = Client(late.ports["r"], timeout=30)
+hello.close()
+first_generation = set(late.children())
 mark = len(late.log())
 late.write({"spool_dir": LATE_SPOOL, "hostname": "filter.test", "log_level": "info",
             "quarantine": {"dir": os.path.join(WS, "quarantine-late")}, "policy_dir": POLICY_DIR,
@@ -729,6 +735,8 @@ t.ok(late.wait_log(r"clamav: 4 signatures from \S+ loaded", after=mark, timeout=
      "a reload that sets clamav.database loads the signatures", late.log()[mark:])
 t.ok(late.wait_log(r"reloaded", after=mark, timeout=30), "... and the reload succeeds",
      late.log()[mark:])
+t.ok(wait_until(lambda: not (set(late.children()) & first_generation), 30),
+     "... and the first generation's worker leaves", late.children())
 tok, data = make("virus after a reload", parts=[("eicar.txt", "application/octet-stream", EICAR)])
 r = transact(late.ports["r"], ["user@example.com"], data)
 t.match(r"^554 5\.7\.0 id=\w+, Virus found: %s$" % SIG_EICAR, r.text,

@@ -604,6 +604,16 @@ key_error(lua_State *L, const struct listener_cfg *lc, const char *key, const ch
 	return lua_error(L);
 }
 
+/* config_listener - the listener named name, or NULL */
+const struct listener_cfg *
+config_listener(const struct config *cfg, const char *name)
+{
+	for (size_t i = 0; i < cfg->nlisteners; i++)
+		if (strcmp(cfg->listeners[i].name, name) == 0)
+			return &cfg->listeners[i];
+	return NULL;
+}
+
 /* listener_body - second half of listener "name" { ... }: check and store the table */
 static int
 listener_body(lua_State *L)
@@ -616,9 +626,8 @@ listener_body(lua_State *L)
 
 	if (lua_type(L, 1) != LUA_TTABLE)
 		return luaL_error(L, "listener \"%s\": expected a table { ... }", lname);
-	for (size_t i = 0; i < cfg->nlisteners; i++)
-		if (strcmp(cfg->listeners[i].name, lname) == 0)
-			return luaL_error(L, "listener \"%s\" declared twice", lname);
+	if (config_listener(cfg, lname) != NULL)
+		return luaL_error(L, "listener \"%s\" declared twice", lname);
 	cfg->listeners = xreallocarray(cfg->listeners, cfg->nlisteners + 1, sizeof(*lc));
 	lc = &cfg->listeners[cfg->nlisteners++];
 	memset(lc, 0, sizeof(*lc));

@@ -401,10 +401,9 @@ fill_pools(struct master *m)
 static long
 listener_index(const struct master *m, const char *name)
 {
-	for (size_t i = 0; i < m->cfg->nlisteners; i++)
-		if (strcmp(m->cfg->listeners[i].name, name) == 0)
-			return (long)i;
-	return -1;
+	const struct listener_cfg *lc = config_listener(m->cfg, name);
+
+	return lc != NULL ? (long)(lc - m->cfg->listeners) : -1;
 }
 
 /* note_death - log an exit and adjust the listener's throttle */

@@ -97,16 +97,6 @@ same_forward(const struct listener_cfg *a, const struct listener_cfg *b)
 	return strcmp(ha, hb) == 0 && net_port(&a->forward_ep.ss) == net_port(&b->forward_ep.ss);
 }
 
-/* find - the listener named name, or NULL */
-static const struct listener_cfg *
-find(const struct config *cfg, const char *name)
-{
-	for (size_t i = 0; i < cfg->nlisteners; i++)
-		if (strcmp(cfg->listeners[i].name, name) == 0)
-			return &cfg->listeners[i];
-	return NULL;
-}
-
 /* add_member - lc gets a transport in in; a forward address new to in, a reinjection service */
 static void
 add_member(struct instance *in, const struct listener_cfg *lc)
@@ -398,7 +388,8 @@ postfix_config_print(const struct config *cfg, FILE *out, const struct postfix_c
 {
 	const char *in_name = o->inbound ? o->inbound : POSTFIX_CONFIG_INBOUND;
 	const char *sub_name = o->submission ? o->submission : POSTFIX_CONFIG_SUBMISSION;
-	const struct listener_cfg *in_lc = find(cfg, in_name), *sub_lc = find(cfg, sub_name);
+	const struct listener_cfg *in_lc = config_listener(cfg, in_name),
+				 *sub_lc = config_listener(cfg, sub_name);
 	bool main_cf = o->main || !o->master, master_cf = o->master || !o->main;
 	struct instance *v;
 	size_t n;

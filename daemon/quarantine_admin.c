@@ -246,16 +246,6 @@ out:
 	return sp;
 }
 
-/* find_listener - the listener named name, or NULL */
-static const struct listener_cfg *
-find_listener(const struct config *cfg, const char *name)
-{
-	for (size_t i = 0; i < cfg->nlisteners; i++)
-		if (strcmp(cfg->listeners[i].name, name) == 0)
-			return &cfg->listeners[i];
-	return NULL;
-}
-
 /* entry_rcpt - the entry's spelling of addr (compared without case), or NULL */
 static const char *
 entry_rcpt(const struct quarantine_entry *e, const char *addr)
@@ -465,7 +455,7 @@ run_release(const struct config *cfg, const struct qadmin_req *r, const struct q
 			strerror(errno));
 		goto out;
 	}
-	if ((lc = find_listener(cfg, e.listener)) == NULL) {
+	if ((lc = config_listener(cfg, e.listener)) == NULL) {
 		fprintf(io->err, "postern: %s: listener \"", r->id);
 		esc_fputs(e.listener, io->err);
 		fprintf(io->err, "\" that quarantined it is not in %s any more\n", cfg->path);

@@ -35,8 +35,8 @@
  * virus or for clean mail.
  */
 #include <clamav.h>
-#include <limits.h>
 #include <errno.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -331,7 +331,6 @@ on_file(int fd, const char *type, const char **ancestors, size_t parent_file_siz
 	(void)fd;
 	(void)ancestors;
 	(void)parent_file_size;
-	(void)file_buffer;
 	if (r == NULL || r->nfiles >= FILES_MAX)
 		return CL_CLEAN;
 	/* libclamav's own temporary names, and ours for the message, are not names */

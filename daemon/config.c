@@ -551,8 +551,8 @@ static int
 key_line(const char *path, int from, const char *key)
 {
 	FILE *f = fopen(path, "r");
-	char line[1024];
-	size_t klen = strlen(key);
+	char *line = NULL;	/* getline: a line of any length counts as one */
+	size_t klen = strlen(key), cap = 0;
 	int n = 0, found = 0;
 
 	if (f == NULL || from <= 0) {
@@ -560,7 +560,7 @@ key_line(const char *path, int from, const char *key)
 			fclose(f);
 		return 0;
 	}
-	while (found == 0 && fgets(line, sizeof(line), f) != NULL) {
+	while (found == 0 && getline(&line, &cap, f) > 0) {
 		const char *p = line + strspn(line, " \t");
 
 		if (++n < from)
@@ -574,6 +574,7 @@ key_line(const char *path, int from, const char *key)
 				found = n;
 		}
 	}
+	free(line);
 	fclose(f);
 	return found;
 }

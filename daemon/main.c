@@ -231,9 +231,11 @@ main(int argc, char **argv)
 	/*
 	 * A reload asked for while we start (the configuration rewritten, then
 	 * SIGHUP, before the master's handlers exist) must not kill the daemon,
-	 * nor be lost: SIGHUP waits, blocked, until master_run() handles it.
+	 * nor be lost; a stop must end as stops do (drain, status 0). Loading
+	 * large signature sets takes seconds: SIGHUP, SIGTERM and SIGINT wait,
+	 * blocked, until master_run() handles them.
 	 */
-	master_hold_reload(true);
+	master_hold_signals(true);
 	log_init("posternd", true, NULL);
 	cfg = config_load(path, overrides, noverrides, &error);
 	if (cfg == NULL) {
@@ -242,7 +244,10 @@ main(int argc, char **argv)
 		return 1;
 	}
 	if (check_only) {
-		struct policy **policies = master_load_policies(cfg, &error);
+		struct policy **policies;
+
+		master_hold_signals(false);	/* a check is a command: a signal ends it */
+		policies = master_load_policies(cfg, &error);
 
 		if (policies == NULL) {
 			fprintf(stderr, "posternd: %s\n", error);

@@ -114,18 +114,23 @@ install_signals(void)
 }
 
 /*
- * master_hold_reload - hold SIGHUP back (main(), before the configuration is
- * read) or let it through (master_run(), once its handler is in place): a
- * reload asked for during start-up runs then, instead of killing the daemon
+ * master_hold_signals - hold SIGHUP, SIGTERM and SIGINT back (main(), before
+ * the configuration is read) or let them through (master_run(), once the
+ * handlers are in place). Asked for during start-up, a reload runs then,
+ * instead of killing the daemon (SIGHUP's default action), and a stop becomes
+ * the ordinary drain and exit status 0, instead of a death by signal that a
+ * supervisor or script would read as a failure.
  */
 void
-master_hold_reload(bool hold)
+master_hold_signals(bool hold)
 {
-	sigset_t hup;
+	sigset_t set;
 
-	sigemptyset(&hup);
-	sigaddset(&hup, SIGHUP);
-	sigprocmask(hold ? SIG_BLOCK : SIG_UNBLOCK, &hup, NULL);
+	sigemptyset(&set);
+	sigaddset(&set, SIGHUP);
+	sigaddset(&set, SIGTERM);
+	sigaddset(&set, SIGINT);
+	sigprocmask(hold ? SIG_BLOCK : SIG_UNBLOCK, &set, NULL);
 }
 
 /* ms_since - monotonic ms since t */
@@ -687,21 +692,23 @@ master_run(struct config *cfg, struct policy **policies, struct clam_engine *cla
 	m.generation = 1;
 	m.lstate = xcalloc(cfg->nlisteners, sizeof(*m.lstate));
 	install_signals();
-	master_hold_reload(false);
+	master_hold_signals(false);	/* a stop or reload held during start-up arrives now */
 	for (size_t i = 0; i < cfg->nlisteners; i++)
 		log_info("listener %s: %s on %s, forward to %s, %ld workers, policy %s",
 			 cfg->listeners[i].name, cfg->listeners[i].is_lmtp ? "LMTP" : "SMTP",
 			 cfg->listeners[i].listen, cfg->listeners[i].forward, cfg->listeners[i].workers,
 			 policies[i] ? policy_path(policies[i]) : "none (every message passes)");
-	fill_pools(&m);
-	notify_ready();	/* Type=notify: the first generation's workers are started */
+	if (!got_term) {	/* stopped during start-up: no worker to start, only to drain */
+		fill_pools(&m);
+		notify_ready();	/* Type=notify: the first generation's workers are started */
+	}
 	for (;;) {
 		struct pollfd pfd[3] = {
 			{ .fd = sig_pipe[0], .events = POLLIN },
 			{ .fd = m.fds.control, .events = POLLIN },
 			{ .fd = m.fds.metrics, .events = POLLIN },
 		};
-		long wait = fill_pools(&m);
+		long wait = got_term ? 0 : fill_pools(&m);
 		char drainbuf[64];
 
 		/* poll ignores the negative descriptors of what is off */

@@ -39,6 +39,6 @@ void master_free_policies(const struct config *cfg, struct policy **p);
 int master_bind(const struct config *cfg, struct bound **sockets, size_t *nsockets,
 		char **error_r);
 void master_check_forwards(const struct config *cfg);
-void master_hold_reload(bool hold);
+void master_hold_signals(bool hold);
 
 #endif

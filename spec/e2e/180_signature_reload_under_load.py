@@ -33,6 +33,8 @@ no client sent; no worker crashes; the spool is empty at the end.
   (d) a SIGHUP sent while posternd is still starting (caught reading a
       300 000-signature database) does not kill it: it comes up, then
       reloads (the log says "reloaded"), and stops with status 0.
+  (e) a SIGTERM sent at the same point is a stop, not a death by signal:
+      posternd finishes starting, logs "stopped" and exits with status 0 (what a supervisor reads as a clean stop).
 """
 import base64
 import os
@@ -296,7 +298,11 @@ def loading_signatures():
     return False
 
 
-seen = wait_until(lambda: loading_signatures() or slow.proc.poll() is not None, 30, step=0.001)
+def catch_loading():
+    return wait_until(lambda: loading_signatures() or slow.proc.poll() is not None, 30, step=0.001)
+
+
+seen = catch_loading()
 t.ok(seen and slow.proc.poll() is None, "start-up: posternd caught while it reads the signatures")
 slow.proc.send_signal(signal.SIGHUP)
 # the port is bound before the signatures load: "up" is the master's listener line and a greeting
@@ -306,4 +312,22 @@ t.ok(wait_until(lambda: slow.proc.poll() is not None or "listener scan: SMTP on"
 t.ok(slow.wait_log(r"reloaded", timeout=60), "... and then reloads, as it was asked",
      slow.log()[-2000:])
 t.eq(slow.stop(), 0, "... and stops with status 0")
+
+# (e) The same moment, SIGTERM: held until the master's handlers exist, then an
+# ordinary stop. (Before, the default action killed the process: status -15.)
+slow.start(wait=False)
+seen = catch_loading()
+t.ok(seen and slow.proc.poll() is None, "(e) start-up: posternd caught while it reads the signatures")
+since = len(slow.log())
+slow.proc.send_signal(signal.SIGTERM)
+try:
+    status = slow.proc.wait(timeout=60)
+except Exception:
+    status = None
+t.eq(status, 0, "(e) a SIGTERM during start-up: posternd exits with status 0", slow.log()[-2000:])
+after = slow.log()[since:]
+t.ok(re.search(r"stopping: draining sessions", after) and re.search(r"\bstopped\b", after),
+     "(e) ... after the ordinary stop (the log says stopping, stopped)", after[-2000:])
+t.ok(not re.search(r"died with signal|exited with status", after),
+     "(e) ... and no process of it died", after[-2000:])
 t.done()

@@ -218,6 +218,7 @@ class Posternd:
             self.start()
 
     def write(self, settings, listeners):
+        self.control = settings.get("control_socket") or None
         lines = ["%s = %s" % (k, lua_value(v)) for k, v in settings.items()]
         for name, keys in listeners.items():
             keys = dict(keys)
@@ -230,18 +231,43 @@ class Posternd:
             f.write("\n".join(lines) + "\n")
 
     def start(self, wait=True):
-        """Start posternd; with wait, until every listener's port is open."""
+        """Start posternd; with wait, until it is ready: every listener's port open and
+        the master past its start-up, in its main loop (it answers "ping" on the control
+        socket). A port alone is not enough: the master listens before it loads the
+        policies and the signatures and cleans up what an earlier run left."""
         self.logf = open(self.logpath, "ab")
         self.proc = subprocess.Popen([POSTERND, "-f", "-c", self.conf] + self.args,
                                      stdout=self.logf, stderr=self.logf)
         _children.append(self.proc)
         if not wait:
             return self
-        ok = wait_until(lambda: self.proc.poll() is not None or
-                        all(port_open(p) for p in self.ports.values()), 15)
+
+        def ready():
+            return (all(port_open(p) for p in self.ports.values()) and
+                    (self.control is None or self.ping() == "pong\n"))
+        ok = wait_until(lambda: self.proc.poll() is not None or ready(), 30)
         if self.proc.poll() is not None or not ok:
             t.bail("posternd did not start:\n" + self.log())
         return self
+
+    def ping(self):
+        """The master's answer to "ping" on the control socket, or None (not there yet,
+        or still starting: a connection waits in the backlog until the main loop runs)."""
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.settimeout(1.0)
+        try:
+            s.connect(self.control)
+            s.sendall(b"ping\n")
+            answer = b""
+            while True:
+                chunk = s.recv(256)
+                if not chunk:
+                    return answer.decode("ascii", "replace")
+                answer += chunk
+        except OSError:
+            return None
+        finally:
+            s.close()
 
     def log(self):
         try:

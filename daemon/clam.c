@@ -46,6 +46,7 @@
 
 #include "clam.h"
 #include "mime.h"
+#include "gzip_name.h"
 #include "rar.h"
 #include "util/buf.h"
 #include "util/sweep.h"
@@ -180,12 +181,17 @@ is_temp_name(const char *name)
 	       strspn(name + 7, "0123456789abcdef") == len - 11;
 }
 
+static void note_outcome(struct clam_result *r, cl_error_t rc, const char *virname);
+
 /* a RAR member listed from its headers by daemon/rar.c, not by libclamav */
 #define RAR_OWN_LISTING	UINT_MAX
+/* the name a gzip header stores, read by daemon/gzip_name.c */
+#define GZIP_OWN_LISTING (UINT_MAX - 1)
 
 struct rar_walk {
 	struct clam_result *r;
 	unsigned depth;		/* of the members */
+	bool	encrypted;	/* a member is */
 };
 
 /* add_file - one more entry of the list (bounded by FILES_MAX) */
@@ -244,43 +250,86 @@ on_meta(const char *container_type, unsigned long fsize_container, const char *f
 	return CL_CLEAN;
 }
 
+/* is_compressor - a single-file compressor's type: one file inside, no name of its own */
+static bool
+is_compressor(const char *type)
+{
+	return type != NULL &&
+	       (strcmp(type, "GZ") == 0 || strcmp(type, "BZ") == 0 || strcmp(type, "XZ") == 0);
+}
+
 /*
- * decompressed_name - what gunzip would call the file inside a compressed
- * one: "setup.exe" inside "setup.exe.gz", "x.tar" inside "x.tgz"; NULL when
- * the parent is not a single-file compressor or its name says nothing
- *
- * libclamav gives the file inside a .gz, .bz2 or .xz no name of its own
- * (it does not read the gzip header's), so without this P.banned could not
- * ban "invoice.js.gz" by what it holds.
+ * gunzip_name - what gunzip would call the file inside the compressed file
+ * `name`: "setup.exe" inside "setup.exe.gz", "x.tar" inside "x.tgz"; NULL
+ * when the name says nothing
  */
 static char *
-decompressed_name(const struct clam_result *r, unsigned depth)
+gunzip_name(const char *name)
 {
 	static const struct { const char *suffix, *becomes; } suffixes[] = {
 		{ ".tgz", ".tar" }, { ".taz", ".tar" }, { ".tbz2", ".tar" }, { ".tbz", ".tar" },
 		{ ".txz", ".tar" }, { ".gz", "" }, { ".gzip", "" }, { ".z", "" }, { ".bz2", "" },
 		{ ".bz", "" }, { ".xz", "" },
 	};
-	const struct clam_file *parent = NULL;
-	size_t len;
+	size_t len = name ? strlen(name) : 0;
 
-	for (size_t i = r->nfiles; i-- > 0;)	/* the latest file one level up */
-		if (r->files[i].depth + 1 == depth && !r->files[i].from_meta) {
-			parent = &r->files[i];
-			break;
-		}
-	if (parent == NULL || parent->name == NULL || parent->type == NULL ||
-	    (strcmp(parent->type, "GZ") != 0 && strcmp(parent->type, "BZ") != 0 &&
-	     strcmp(parent->type, "XZ") != 0))
-		return NULL;
-	len = strlen(parent->name);
 	for (size_t i = 0; i < sizeof(suffixes) / sizeof(suffixes[0]); i++) {
 		size_t sl = strlen(suffixes[i].suffix);
 
-		if (len > sl && strcasecmp(parent->name + len - sl, suffixes[i].suffix) == 0)
-			return xasprintf("%.*s%s", (int)(len - sl), parent->name, suffixes[i].becomes);
+		if (len > sl && strcasecmp(name + len - sl, suffixes[i].suffix) == 0)
+			return xasprintf("%.*s%s", (int)(len - sl), name, suffixes[i].becomes);
 	}
 	return NULL;
+}
+
+/*
+ * decompressed_name - the name of a nameless file at depth whose parent is a
+ * single-file compressor: the parent's name as gunzip would strip it; NULL
+ * otherwise
+ *
+ * libclamav gives the file inside a .gz, .bz2 or .xz no name of its own, so
+ * without this P.banned could not ban "invoice.js.gz" by what it holds.
+ */
+static char *
+decompressed_name(const struct clam_result *r, unsigned depth)
+{
+	for (size_t i = r->nfiles; i-- > 0;)	/* the latest file one level up */
+		if (r->files[i].depth + 1 == depth && !r->files[i].from_meta)
+			return is_compressor(r->files[i].type) ? gunzip_name(r->files[i].name) : NULL;
+	return NULL;
+}
+
+/*
+ * list_gzip_name - the name a gzip header stores for the file inside, when
+ * it says something gunzip's default naming does not
+ *
+ * Tools that honour the header (gzip -N, 7-Zip, WinRAR) unpack
+ * "invoice.pdf.gz" under that name, so it is listed beside the file, one
+ * level below the .gz, as a member would be.
+ */
+static void
+list_gzip_name(struct clam_result *r, const struct clam_file *gz, const char *buf, size_t len)
+{
+	const unsigned char *p = (const unsigned char *)buf;
+	unsigned depth = gz->depth + 1;	/* gz points into r->files, which add_file may move */
+	char stored[1024];
+	char *derived;
+	struct clam_file *f;
+
+	if (p == NULL || !gzip_stored_name(p, len, stored, sizeof(stored)))
+		return;
+	derived = gunzip_name(gz->name);
+	if ((derived == NULL || strcmp(derived, stored) != 0) && (f = add_file(r)) != NULL) {
+		f->name = xstrdup(stored);
+		f->type = xstrdup("MEMBER_OF_GZ");
+		if (len >= 18)	/* the trailer's ISIZE: the size inside, mod 2^32 */
+			f->size = (size_t)p[len - 4] | (size_t)p[len - 3] << 8 |
+				  (size_t)p[len - 2] << 16 | (size_t)p[len - 1] << 24;
+		f->depth = depth;
+		f->from_meta = true;
+		f->meta_pos = GZIP_OWN_LISTING;
+	}
+	free(derived);
 }
 
 /* rar_member - rar_list's callback: one member, listed as the metadata callback would */
@@ -299,6 +348,7 @@ rar_member(const char *name, size_t name_len, uint64_t size, bool encrypted, voi
 	f->encrypted = encrypted;
 	f->from_meta = true;
 	f->meta_pos = RAR_OWN_LISTING;
+	w->encrypted |= encrypted;
 }
 
 /*
@@ -307,14 +357,31 @@ rar_member(const char *name, size_t name_len, uint64_t size, bool encrypted, voi
  * libclamav names RAR members only with its unrar module, which Debian
  * ships apart; daemon/rar.c reads the names itself, so P.banned sees them
  * either way (the metadata callback then skips the names already listed).
+ *
+ * For the same reason libclamav cannot tell an encrypted RAR from a clean
+ * one. An encrypted member, or headers encrypted so that not even the
+ * names can be read (listed as one nameless encrypted member), make the
+ * scan incomplete, with the name libclamav's unrar gives it: a RAR is
+ * treated as an encrypted zip is, by clamav.on_incomplete.
  */
 static void
 list_rar_members(struct clam_result *r, const char *buf, size_t len, unsigned depth)
 {
-	struct rar_walk w = { r, depth + 1 };
+	struct rar_walk w = { r, depth + 1, false };
+	struct clam_file *f;
 
-	if (buf != NULL)
-		rar_list((const unsigned char *)buf, len, rar_member, &w);
+	if (buf == NULL)
+		return;
+	if (rar_list((const unsigned char *)buf, len, rar_member, &w) == RAR_HEADERS_ENCRYPTED &&
+	    (f = add_file(r)) != NULL) {
+		f->type = xstrdup("MEMBER_OF_RAR");
+		f->depth = depth + 1;
+		f->encrypted = w.encrypted = true;
+		f->from_meta = true;
+		f->meta_pos = RAR_OWN_LISTING;
+	}
+	if (w.encrypted)
+		note_outcome(r, CL_VIRUS, "Heuristics.Encrypted.RAR");
 }
 
 /* on_file - libclamav's file inspection callback: list the file */
@@ -350,6 +417,8 @@ on_file(int fd, const char *type, const char **ancestors, size_t parent_file_siz
 	f->encrypted = (layer_attributes & LAYER_ATTRIBUTES_DECRYPTED) != 0;
 	if (strcmp(f->type, "RAR") == 0)
 		list_rar_members(r, file_buffer, file_size, f->depth);
+	else if (strcmp(f->type, "GZ") == 0)
+		list_gzip_name(r, f, file_buffer, file_size);
 	return CL_CLEAN;
 }
 

@@ -27,7 +27,9 @@ Postern.Test.Blob.Hash (a binary blob generated here). Pinned behaviour:
     (by type MSEXE), a "setup.exe" uuencoded inside the text (by name), an
     "invoice.js.gz" attachment (by the name of the file inside, "invoice.js",
     as gunzip names it; these two not with mail_parser = "libclamav", whose
-    parser does not pass the names on) ->
+    parser does not pass the names on), an "invoice.pdf.gz" whose gzip header
+    stores the name "invoice.exe" (by that name, type MEMBER_OF_GZ: gzip -N,
+    7-Zip and WinRAR unpack it as invoice.exe; checked with gzip -N -d) ->
     554 5.7.0 "Banned file NAME (TYPE)", not delivered;
     and the same for a 3-byte "tiny.exe" zip member and an empty "empty.exe"
     attachment: P.banned and msg:files() document "every file in the
@@ -50,6 +52,11 @@ Postern.Test.Blob.Hash (a binary blob generated here). Pinned behaviour:
     EICAR in another part is a virus (discarded), not a 451; an encrypted
     zip's member names are in its (clear) directory: P.banned alone
     ("banned_only") rejects "payload.exe" inside one;
+  encrypted RAR archives (RAR 4 and RAR 5, encrypted members or encrypted
+    headers, built by hand; p7zip sees each as encrypted) are treated as the
+    encrypted zip: 451 4.7.0 by default, hits clamav:unchecked, the log says
+    Heuristics.Encrypted.RAR, not delivered; the clear header of an
+    encrypted RAR 5 member still names "payload.exe" for P.banned;
   a scan stopped by a limit (clamav.max_recursion = 2, a zip in a zip in a
     zip): clamav.on_incomplete = "tempfail" -> 451 4.7.0, "pass" -> 250 and
     delivered with "X-Virus-Status: Unchecked (...)", "reject" -> 554 5.7.0
@@ -252,23 +259,31 @@ def sevenzip_of(members):
     return data
 
 
-def rar4_of(members):
-    """A RAR 1.5-4.x archive of [(name, bytes)], files stored, built from the published layout."""
+def rar4_of(members, encrypted_members=False, encrypted_headers=False):
+    """A RAR 1.5-4.x archive of [(name, bytes)], files stored, built from the published layout.
+    encrypted_members: the file blocks say "encrypted" (0x0004); encrypted_headers: the main
+    header says every later header is encrypted (0x0080), and they are 16-byte blocks of
+    noise after an 8-byte salt, as far as anyone without the password can tell."""
     def block(kind, flags, body):
         head = struct.pack("<BHH", kind, flags, 7 + len(body)) + body
         return struct.pack("<H", zlib.crc32(head) & 0xffff) + head
-    out = [b"Rar!\x1a\x07\x00", block(0x73, 0, b"\x00" * 6)]
+    out = [b"Rar!\x1a\x07\x00", block(0x73, 0x0080 if encrypted_headers else 0, b"\x00" * 6)]
+    if encrypted_headers:
+        return b"".join(out) + os.urandom(8 + 16 * 8)
     for name, content in members:
         n = name.encode()
         fixed = struct.pack("<IIBIIBBHI", len(content), len(content), 2, zlib.crc32(content),
                             0x5b6e0000, 29, 0x30, len(n), 0x20)
-        out += [block(0x74, 0x8000, fixed + n), content]
+        out += [block(0x74, 0x8000 | (0x0004 if encrypted_members else 0), fixed + n), content]
     out.append(block(0x7b, 0x4000, b""))
     return b"".join(out)
 
 
-def rar5_of(members):
-    """A RAR 5 archive of [(name, bytes)], files stored, built from the published layout."""
+def rar5_of(members, encrypted_members=False, encrypted_headers=False):
+    """A RAR 5 archive of [(name, bytes)], files stored, built from the published layout.
+    encrypted_members: each file header carries a file encryption record (AES-256, salt, IV);
+    encrypted_headers: an archive encryption header follows the signature, and the rest is
+    noise to anyone without the password."""
     def vint(v):
         out = b""
         while True:
@@ -280,14 +295,36 @@ def rar5_of(members):
     def header(fields):
         body = vint(len(fields)) + fields
         return struct.pack("<I", zlib.crc32(body)) + body
-    out = [b"Rar!\x1a\x07\x01\x00", header(vint(1) + vint(0) + vint(0))]
+    out = [b"Rar!\x1a\x07\x01\x00"]
+    if encrypted_headers:	# type 4: version 0 (AES-256), no flags, KDF count 15, salt
+        return b"".join(out) + header(vint(4) + vint(0) + vint(0) + vint(0) + b"\x0f" +
+                                      os.urandom(16)) + os.urandom(16 * 8)
+    out.append(header(vint(1) + vint(0) + vint(0)))
     for name, content in members:
         n = name.encode()
-        fields = (vint(2) + vint(2) + vint(len(content)) + vint(4) + vint(len(content)) + vint(0x20) +
-                  struct.pack("<I", zlib.crc32(content)) + vint(0) + vint(1) + vint(len(n)) + n)
+        extra = b""
+        if encrypted_members:	# record type 1: version 0, flags 0, KDF count, salt, IV
+            record = vint(1) + vint(0) + vint(0) + b"\x0f" + os.urandom(16) + os.urandom(16)
+            extra = vint(len(record)) + record
+        fields = (vint(2) + vint(3 if extra else 2) + (vint(len(extra)) if extra else b"") +
+                  vint(len(content)) + vint(4) + vint(len(content)) + vint(0x20) +
+                  struct.pack("<I", zlib.crc32(content)) + vint(0) + vint(1) + vint(len(n)) + n +
+                  extra)
         out += [header(fields), content]
     out.append(header(vint(5) + vint(0) + vint(0)))
     return b"".join(out)
+
+
+def gzip_named(name, content):
+    """gzip data whose header stores `name` as the original file name (FNAME), as gzip -N
+    and Python's gzip module write it."""
+    f = io.BytesIO()
+    with gzip.GzipFile(filename=name, mode="wb", fileobj=f, mtime=0) as g:
+        g.write(content)
+    return f.getvalue()
+
+
+PDFISH = b"%PDF-1.4\n% not really a pdf, but the name inside says exe anyway\n" * 4
 
 
 def zip_of(members):
@@ -450,6 +487,11 @@ BANNED_CASES = [
     ("a gzip'ed script, invoice.js.gz (by the name inside)", r"invoice\.js \(\w+\)",
      dict(parts=[("invoice.js.gz", "application/gzip",
                   gzip.compress(b"var total = 42; // an invoice, honest\n" * 8, mtime=0))])),
+    # the gzip header may store another name (gzip -N, 7-Zip and WinRAR unpack under it):
+    # listed beside the file inside, as a member
+    ("a .gz whose header names invoice.exe, sent as invoice.pdf.gz (by the stored name)",
+     r"invoice\.exe \(MEMBER_OF_GZ\)",
+     dict(parts=[("invoice.pdf.gz", "application/gzip", gzip_named("invoice.exe", PDFISH))])),
     # an empty part is not scanned at all: it is listed from the MIME walk, typed by its
     # Content-Type
     ("an empty .exe attachment (by file name)", r"empty\.exe \(application/octet-stream\)",
@@ -464,6 +506,14 @@ for label, maker, names in (("RAR 4", rar4_of, ["readme.txt", "setup.exe"]),
     p = subprocess.run(["7z", "l", "-slt", f], capture_output=True, text=True, timeout=60)
     t.eq(re.findall(r"(?m)^Path = (.+)$", p.stdout)[1:], names,
          "the hand-made %s archive lists its names in p7zip" % label, p.stdout[-800:])
+# ... and the gzip header's name is one gzip itself restores (gzip -N -d)
+gzd = os.path.join(WS, "gzip-n")
+os.makedirs(gzd, exist_ok=True)
+with open(os.path.join(gzd, "invoice.pdf.gz"), "wb") as out:
+    out.write(gzip_named("invoice.exe", PDFISH))
+p = subprocess.run(["gzip", "-d", "-N", "invoice.pdf.gz"], cwd=gzd, capture_output=True, timeout=60)
+t.eq(sorted(os.listdir(gzd)), ["invoice.exe"], "the .gz with a stored name: gzip -N -d unpacks "
+     "invoice.pdf.gz as invoice.exe", p.stderr)
 # libclamav's mail parser decodes a uuencoded file but does not hand its name to the
 # callbacks P.banned reads: with mail_parser = "libclamav" that file is "unnamed"
 NAME_FROM_POSTERN = ("a uuencoded setup.exe inside the text (by file name)",
@@ -570,6 +620,42 @@ if ezip is not None:
          "encrypted zip and EICAR: the virus is found (discarded), not a 451 for the encrypted "
          "part", "%s\n%s" % (r.text, line))
     t.eq(len(copies(tok)), 0, "encrypted zip and EICAR: not delivered")
+
+# ---------------------------------------------------------------- encrypted rar
+# Debian's libclamav cannot look inside a RAR at all (no unrar): postern's reading of the
+# headers is what tells an encrypted one, so it gets the encrypted zip's treatment.
+ENCRYPTED_RARS = [
+    ("RAR 4, encrypted members", rar4_of([("secret.txt", os.urandom(48))], encrypted_members=True)),
+    ("RAR 5, encrypted members", rar5_of([("secret.txt", os.urandom(48))], encrypted_members=True)),
+    ("RAR 4, encrypted headers", rar4_of([("secret.txt", b"x")], encrypted_headers=True)),
+    ("RAR 5, encrypted headers", rar5_of([("secret.txt", b"x")], encrypted_headers=True)),
+]
+for label, archive in ENCRYPTED_RARS:
+    # what p7zip makes of the hand-made archive: it sees the encryption too
+    f = os.path.join(WS, "check-locked.rar")
+    with open(f, "wb") as out:
+        out.write(archive)
+    p = subprocess.run(["7z", "l", "-slt", "-p", f], capture_output=True, text=True, timeout=60,
+                       stdin=subprocess.DEVNULL)
+    seen = p.stdout + p.stderr
+    t.ok("Encrypted = +" in seen if "members" in label else
+         "Cannot open encrypted archive" in seen and "secret.txt" not in seen,
+         "%s: p7zip sees it encrypted too" % label, seen[-800:])
+    tok, data = make("encrypted " + label, parts=[("secret.rar", "application/vnd.rar", archive)])
+    r = transact(pd.ports["inc"], ["user@example.com"], data)
+    t.match(r"^451 4\.7\.0 id=\w+, Virus scan incomplete, try again later$", r.text,
+            "%s: default clamav.on_incomplete (tempfail) -> 451 4.7.0" % label)
+    t.match(r" hits=clamav:unchecked ", pd.summary_line("inc", mail_id(r)),
+            "%s: log line hits clamav:unchecked" % label)
+    t.eq(len(copies(tok)), 0, "%s: not delivered" % label)
+t.match(r"policy inc: clamav: scan incomplete: Heuristics\.Encrypted\.RAR", pd.log(),
+        "encrypted rar: the log says why (Heuristics.Encrypted.RAR, libclamav's unrar's name)")
+tok, data = make("encrypted rar banned", parts=[
+    ("secret.rar", "application/vnd.rar",
+     rar5_of([("payload.exe", os.urandom(64))], encrypted_members=True))])
+r = transact(pd.ports["banned_only"], ["user@example.com"], data)
+t.match(r"^554 5\.7\.0 id=\w+, Banned file payload\.exe \(MEMBER_OF_RAR\)$", r.text,
+        "an .exe inside an encrypted RAR 5: P.banned sees the name in the clear header")
 
 # ---------------------------------------------------------------- limits: on_incomplete
 DEEP = zip_of([("l1.zip", zip_of([("l2.zip", zip_of([("l3.txt", b"deep down\n")]))]))])

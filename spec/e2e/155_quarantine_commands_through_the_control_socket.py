@@ -115,7 +115,10 @@ def raw(line, read=True):
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     s.settimeout(20)
     s.connect(SOCKET)
-    s.sendall(line)
+    try:
+        s.sendall(line)
+    except (BrokenPipeError, ConnectionResetError):
+        pass    # the master answered and hung up before taking it all: the answer is queued
     if not read:
         return s
     out = b""

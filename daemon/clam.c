@@ -74,6 +74,7 @@ struct scan_ctx {
 	struct clam_result *r;
 	unsigned depth_base;		/* added to libclamav's recursion level */
 	const char *top_name;		/* the name of what is scanned at level 0, or NULL */
+	unsigned open_layers;		/* files whose scan began (on_file) and did not end */
 };
 
 struct vfile {
@@ -243,7 +244,8 @@ on_meta(const char *container_type, unsigned long fsize_container, const char *f
 		f->type = xasprintf("MEMBER_OF_%s", container_type + 8);
 	}
 	f->size = fsize_real;
-	f->depth = ctx->depth_base + 1;	/* inside what is scanned: the callback does not say how deep */
+	/* one below the innermost file being scanned: the container (the callback does not say) */
+	f->depth = ctx->depth_base + (ctx->open_layers > 0 ? ctx->open_layers : 1);
 	f->encrypted = is_encrypted != 0;
 	f->from_meta = true;
 	f->meta_pos = filepos_container;
@@ -384,6 +386,26 @@ list_rar_members(struct clam_result *r, const char *buf, size_t len, unsigned de
 		note_outcome(r, CL_VIRUS, "Heuristics.Encrypted.RAR");
 }
 
+/*
+ * on_post - libclamav's post-scan callback: the innermost file's scan ended
+ *
+ * Kept only to tell the metadata callback how deep the container of a
+ * member is (on_meta). Paths where libclamav skips this callback (a cache
+ * hit) are mended by the next on_file, which sets the level outright.
+ */
+static cl_error_t
+on_post(int fd, int result, const char *virname, void *context)
+{
+	struct scan_ctx *ctx = context;
+
+	(void)fd;
+	(void)result;
+	(void)virname;
+	if (ctx != NULL && ctx->open_layers > 0)
+		ctx->open_layers--;
+	return CL_CLEAN;
+}
+
 /* on_file - libclamav's file inspection callback: list the file */
 static cl_error_t
 on_file(int fd, const char *type, const char **ancestors, size_t parent_file_size,
@@ -398,6 +420,8 @@ on_file(int fd, const char *type, const char **ancestors, size_t parent_file_siz
 	(void)fd;
 	(void)ancestors;
 	(void)parent_file_size;
+	if (ctx != NULL)	/* this file's scan begins; any deeper one left over has ended */
+		ctx->open_layers = recursion_level + 1;
 	if (r == NULL || r->nfiles >= FILES_MAX)
 		return CL_CLEAN;
 	/* libclamav's own temporary names, and ours for the message, are not names */
@@ -451,6 +475,7 @@ clam_engine_load(const struct clamav_cfg *cc, const char *tmpdir, char **error_r
 	e->max_scan_time_ms = cc->max_scan_time_ms;
 	cl_engine_set_clcb_file_inspection(e->engine, on_file);
 	cl_engine_set_clcb_meta(e->engine, on_meta);
+	cl_engine_set_clcb_post_scan(e->engine, on_post);
 	last_error[0] = '\0';
 	if ((rc = cl_load(cc->database, e->engine, &e->signatures, CL_DB_STDOPT)) != CL_SUCCESS) {
 		char detail[600];
@@ -628,7 +653,7 @@ scan_whole(const struct clam_engine *e, int fd, off_t size, bool parse_mail,
 {
 	struct cl_scan_options opts;
 	struct vfile vf = { fd, size };
-	struct scan_ctx ctx = { r, 0, NULL };
+	struct scan_ctx ctx = { r, 0, NULL, 0 };
 	const char *virname = NULL;
 	unsigned long scanned = 0;
 	char *image = NULL;
@@ -674,7 +699,7 @@ scan_part(const struct clam_engine *e, const struct buf *content, const char *na
 	  unsigned depth_base, struct clam_result *r)
 {
 	struct cl_scan_options opts;
-	struct scan_ctx ctx = { r, depth_base, name };
+	struct scan_ctx ctx = { r, depth_base, name, 0 };
 	const char *virname = NULL;
 	unsigned long scanned = 0;
 	cl_fmap_t *map;

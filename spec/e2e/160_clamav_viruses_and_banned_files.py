@@ -564,6 +564,24 @@ t.ok(depth.get("outer.zip", 99) < depth.get("a.txt", -1) == depth.get("nested.zi
      depth.get("b.txt", -3), "msg:files(): depth grows with nesting (attachment < member < "
      "nested member)", listing)
 t.match(r"(?:^| )outer\.zip@\d+:ZIP(?: |$)", listing, "msg:files(): the type from the content (ZIP)")
+# members libclamav does not scan (5 bytes or less) are listed from the archive's directory,
+# where libclamav does not say how deep the archive is: at the depth of their siblings all
+# the same, inside a nested zip and in the outer zip after the nested one was scanned
+tok, data = make("file list, tiny members", parts=[("outer.zip", "application/zip", zip_of([
+    ("a.txt", b"first member\n"),
+    ("nested.zip", zip_of([("b.txt", b"second member\n"), ("t1.txt", b"hi\n"),
+                           ("deeper.zip", zip_of([("c.txt", b"third member\n"),
+                                                  ("t2.txt", b"yo\n")]))])),
+    ("t0.txt", b"ok\n")]))])
+r = transact(pd.ports["files"], ["user@example.com"], data)
+got = copies(tok)
+listing = values(got[0][1], "X-Files")[0] if got and values(got[0][1], "X-Files") else ""
+depth = {n: int(x) for n, x in re.findall(r"(\S+)@(\d+):\S+", listing)}
+t.ok(r.code == 250 and all(n in depth for n in ("t0.txt", "t1.txt", "t2.txt", "c.txt")),
+     "msg:files(): the 3-byte members are listed, in every level", listing)
+t.eq([depth.get(n) for n in ("t0.txt", "t1.txt", "t2.txt")],
+     [depth.get(n) for n in ("a.txt", "b.txt", "c.txt")],
+     "msg:files(): a 3-byte member is as deep as the scanned member beside it", listing)
 
 # ---------------------------------------------------------------- clean mail
 extra = (b"X-Virus-Scanned: forged by the client\r\nX-Virus-Status: Clean (client says)\r\n")

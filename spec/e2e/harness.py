@@ -11,6 +11,7 @@ SRCDIR (the source tree).
 import atexit
 import json
 import os
+import random
 import re
 import shutil
 import signal
@@ -114,12 +115,49 @@ def _cleanup():
 atexit.register(_cleanup)
 
 
+def _spec_port_range():
+    """Ports the specs listen on: below the kernel's ephemeral range (or above it when
+    there is no room below). The kernel takes the local port of every outgoing
+    connection, and of bind(0), from that range; a listener port chosen there can be
+    taken by one of the thousands of client connections that the specs running beside
+    this one make (make -j check) before posternd or the sink binds it."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            low, high = (int(x) for x in f.read().split())
+    except (OSError, ValueError):
+        low, high = 32768, 60999
+    if low - 1 >= 21000 + 2000:
+        return 21000, low - 1
+    if high + 1 <= 65535 - 2000:
+        return high + 1, 65535
+    return 1024 + 1000, 65535     # a tuned machine: no quiet range, any port will do
+
+
+_SPEC_PORTS = _spec_port_range()
+_ports_given = set()
+
+
 def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
+    """A port on 127.0.0.1 that nothing is bound to now and that this spec has not been
+    given before, from _SPEC_PORTS. Specs running at the same time each try their own
+    random ports, so they meet only if both pick the same one within the instant
+    before it is bound."""
+    rng = random.Random()   # from the system's entropy: two specs never share a sequence
+    low, high = _SPEC_PORTS
+    for _ in range(1000):
+        port = rng.randint(low, high)
+        if port in _ports_given:
+            continue
+        s = socket.socket()
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        finally:
+            s.close()
+        _ports_given.add(port)
+        return port
+    raise RuntimeError("no free port in %d-%d after 1000 tries" % (low, high))
 
 
 def wait_until(pred, timeout=10.0, step=0.05):
@@ -152,8 +190,9 @@ class Sink:
             [sys.executable, SINK, "--quiet", "--listen", "127.0.0.1:%d" % self.port,
              "--dir", self.dir] + list(args))
         _children.append(self.proc)
-        if not wait_until(lambda: port_open(self.port) or self.proc.poll() is not None, 10):
-            t.bail("sink did not start on %d" % self.port)
+        if not wait_until(lambda: port_open(self.port) or self.proc.poll() is not None, 30) \
+                or self.proc.poll() is not None:
+            t.bail("sink did not start on %d (exit status %r)" % (self.port, self.proc.poll()))
 
     def messages(self):
         """[(envelope dict, bytes)] in arrival order."""

@@ -7,8 +7,10 @@
  * (so an address with a space stays one word), then the answer and a close.
  *
  * "status", "reload" and "ping" are answered by the master itself, with
- * text, from its poll loop with short bounds like metrics.c: a client that
- * never writes costs the master CONTROL_IO_MS, never a worker anything.
+ * text, from its poll loop: the master polls each client's connection with
+ * its other descriptors (control_server_*), so a client that is slow to send
+ * its line, or never does, costs a slot for CONTROL_REQUEST_MS, never a
+ * stall of the master's loop, nor a worker anything.
  *
  * "release ..." and "quarantine list|show|delete ..." take longer (a
  * release talks to forward, a show streams a whole message), so the master
@@ -42,12 +44,18 @@
 #include "control.h"
 #include "log.h"
 #include "quarantine_admin.h"
+#include "util/io.h"
 #include "verdict.h"
 #include "util/xalloc.h"
 
-#define CONTROL_IO_MS		500	/* per command read and per answer write */
+#define CONTROL_IO_MS		500	/* per answer write, without progress */
+/*
+ * How long a client has to send its request line. The master never waits on
+ * it (control_server_work looks at each poll), so this can be long: it only
+ * frees the slot of a client that connected and never wrote.
+ */
+#define CONTROL_REQUEST_MS	10000
 #define CONTROL_ANSWER_MAX	(1024 * 1024)
-#define CONTROL_LINE_MAX	8192	/* a request line, with every --rcpt of a release */
 #define CONTROL_WORDS_MAX	512	/* words in it */
 #define ADMIN_SEND_MS		30000	/* a child's write to a client that stopped reading */
 /*
@@ -195,30 +203,6 @@ send_bounded(int fd, const char *p, size_t len)
 	}
 }
 
-/* read_line - the request line, NUL-terminated, without its end; false when none came */
-static bool
-read_line(int fd, char *line, size_t size)
-{
-	size_t have = 0;
-
-	while (have < size - 1) {
-		struct pollfd pfd = { .fd = fd, .events = POLLIN };
-		ssize_t n;
-
-		if (poll(&pfd, 1, CONTROL_IO_MS) != 1 ||
-		    (n = recv(fd, line + have, size - 1 - have, 0)) <= 0)
-			break;
-		have += (size_t)n;
-		if (memchr(line, '\n', have) != NULL)
-			break;
-	}
-	line[have] = '\0';
-	if (memchr(line, '\n', have) == NULL)
-		return false;	/* cut short, too long, or never finished */
-	line[strcspn(line, "\r\n")] = '\0';
-	return true;
-}
-
 /* peer_uid - the client's user id, or -1 */
 static long
 peer_uid(int fd)
@@ -245,54 +229,245 @@ is_admin_word(const char *line, size_t len)
 }
 
 /*
- * control_serve - answer one client of listening socket lfd
- *
- * Returns CONTROL_RELOAD when the client asked for a reload (the master
- * does it and the client has heard "ok"), CONTROL_ADMIN when it asked for
- * a quarantine command: then *req holds the connection and the line, for
- * the master to fork control_admin_child() or to refuse with
- * control_admin_refuse(); else CONTROL_NONE.
+ * answer_line - act on a client's request line; the connection is answered and
+ * closed here, except for a quarantine command, whose connection and line move to
+ * *req (the master forks a child for it); so *line is either freed or moved
  */
-enum control_action
-control_serve(int lfd, const struct stats *st, struct control_request *req)
+static enum control_action
+answer_line(int fd, char **line, const struct stats *st, struct control_request *req)
 {
 	enum control_action action = CONTROL_NONE;
-	char *line = xmalloc(CONTROL_LINE_MAX);
+	size_t first = strcspn(*line, "\t");
 	struct buf out;
-	size_t first;
-	int fd = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
 
-	if (fd < 0) {
-		free(line);
-		return CONTROL_NONE;
-	}
 	buf_init(&out, 0);
-	if (!read_line(fd, line, CONTROL_LINE_MAX)) {
-		buf_appends(&out, "error: no complete request line (one line, at most 8191 bytes)\n");
-		goto answer;
-	}
-	first = strcspn(line, "\t");
-	if (strcmp(line, "status") == 0)
+	if (strcmp(*line, "status") == 0)
 		control_render_status(st, &out);
-	else if (strcmp(line, "reload") == 0) {
+	else if (strcmp(*line, "reload") == 0) {
 		buf_appends(&out, "ok: reloading (the log says how it went; postern status shows it)\n");
 		action = CONTROL_RELOAD;
-	} else if (strcmp(line, "ping") == 0)
+	} else if (strcmp(*line, "ping") == 0)
 		buf_appends(&out, "pong\n");
-	else if (line[first] == '\t' && is_admin_word(line, first)) {
+	else if ((*line)[first] == '\t' && is_admin_word(*line, first)) {
 		req->fd = fd;
-		req->line = line;
+		req->line = *line;
 		req->uid = peer_uid(fd);
+		*line = NULL;
 		buf_release(&out);
 		return CONTROL_ADMIN;
 	} else
 		buf_appends(&out, "error: unknown command (status, reload, ping, release, quarantine)\n");
-answer:
 	send_bounded(fd, out.ptr, out.len);
 	buf_release(&out);
-	free(line);
 	close(fd);
+	free(*line);
+	*line = NULL;
 	return action;
+}
+
+/* refuse_incomplete - answer a client whose request line never came whole, and close */
+static void
+refuse_incomplete(struct control_client *c)
+{
+	static const char msg[] =
+		"error: no complete request line (one line, at most 8191 bytes)\n";
+
+	send_bounded(c->fd, msg, sizeof(msg) - 1);
+	close(c->fd);
+	free(c->line);
+	c->fd = -1;
+	c->line = NULL;
+}
+
+/*
+ * read_some - what client c has sent so far, without waiting: true when its
+ * request is complete (a whole line, its end cut off) or can never be (the
+ * client closed, or sent CONTROL_LINE_MAX bytes without a newline: then
+ * c->have is 0 and the caller refuses it)
+ */
+static bool
+read_some(struct control_client *c)
+{
+	while (c->have < CONTROL_LINE_MAX - 1) {
+		ssize_t n = recv(c->fd, c->line + c->have, CONTROL_LINE_MAX - 1 - c->have,
+				 MSG_DONTWAIT);
+		char *nl;
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+			return false;
+		if (n <= 0)
+			break;
+		nl = memchr(c->line + c->have, '\n', (size_t)n);
+		c->have += (size_t)n;
+		if (nl != NULL) {
+			*nl = '\0';
+			c->line[strcspn(c->line, "\r")] = '\0';
+			return true;
+		}
+	}
+	c->have = 0;	/* closed, failed or too long: no line */
+	return true;
+}
+
+/* finish - act on client c, whose request is complete; its slot is free again after */
+static enum control_action
+finish(struct control_client *c, const struct stats *st, struct control_request *req)
+{
+	enum control_action action;
+
+	if (c->have == 0) {
+		refuse_incomplete(c);
+		return CONTROL_NONE;
+	}
+	action = answer_line(c->fd, &c->line, st, req);
+	c->fd = -1;
+	return action;
+}
+
+/* control_server_init - a server for listening socket lfd (-1: no control socket) */
+void
+control_server_init(struct control_server *cs, int lfd)
+{
+	cs->lfd = lfd;
+	for (size_t i = 0; i < CONTROL_CLIENTS_MAX; i++) {
+		cs->clients[i].fd = -1;
+		cs->clients[i].line = NULL;
+	}
+}
+
+/* free_slot - an unused client slot, or NULL when all are taken */
+static struct control_client *
+free_slot(struct control_server *cs)
+{
+	for (size_t i = 0; i < CONTROL_CLIENTS_MAX; i++)
+		if (cs->clients[i].fd < 0)
+			return &cs->clients[i];
+	return NULL;
+}
+
+/*
+ * control_server_pollfds - the descriptors the master's poll() watches for cs:
+ * each client that has not sent its whole line, and the listening socket while
+ * a slot is free (with none free, new clients wait in its backlog). Fills at
+ * most room entries of pfd; returns how many.
+ */
+size_t
+control_server_pollfds(const struct control_server *cs, struct pollfd *pfd, size_t room)
+{
+	size_t n = 0;
+	bool slot = false;
+
+	if (cs->lfd < 0)
+		return 0;
+	for (size_t i = 0; i < CONTROL_CLIENTS_MAX && n < room; i++) {
+		if (cs->clients[i].fd < 0) {
+			slot = true;
+			continue;
+		}
+		pfd[n].fd = cs->clients[i].fd;
+		pfd[n].events = POLLIN;
+		pfd[n++].revents = 0;
+	}
+	if (slot && n < room) {
+		pfd[n].fd = cs->lfd;
+		pfd[n].events = POLLIN;
+		pfd[n++].revents = 0;
+	}
+	return n;
+}
+
+/* control_server_timeout - wait_ms, or less when a client's time is up sooner */
+int
+control_server_timeout(const struct control_server *cs, int wait_ms)
+{
+	long long now = io_now_ms();
+
+	for (size_t i = 0; i < CONTROL_CLIENTS_MAX; i++) {
+		long long left;
+
+		if (cs->clients[i].fd < 0)
+			continue;
+		left = cs->clients[i].deadline_ms - now;
+		if (left < 0)
+			left = 0;
+		if (wait_ms < 0 || left < wait_ms)
+			wait_ms = (int)left;
+	}
+	return wait_ms;
+}
+
+/* accept_clients - take new connections while there is a slot */
+static void
+accept_clients(struct control_server *cs)
+{
+	struct control_client *c;
+
+	while ((c = free_slot(cs)) != NULL) {
+		int fd = accept4(cs->lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+
+		if (fd < 0)
+			return;	/* EAGAIN: no one else waits (or an error the next poll sees) */
+		c->fd = fd;
+		c->line = xmalloc(CONTROL_LINE_MAX);
+		c->have = 0;
+		c->deadline_ms = io_now_ms() + CONTROL_REQUEST_MS;
+	}
+}
+
+/*
+ * control_server_work - after the master's poll(): take new clients, read what
+ * the others sent, answer every whole request line, refuse those whose time is
+ * up. A client's request line may come slowly (the postern command on a busy
+ * machine): the master never waits for it, it only looks again at the next poll,
+ * for up to CONTROL_REQUEST_MS.
+ *
+ * Returns at the first request that asks the master for more than an answer:
+ * CONTROL_RELOAD (the client has heard "ok"), or CONTROL_ADMIN with the
+ * connection and its line in *req. The master calls it again until it returns
+ * CONTROL_NONE, so that several clients in one poll are all served.
+ */
+enum control_action
+control_server_work(struct control_server *cs, const struct stats *st,
+		    struct control_request *req)
+{
+	long long now;
+
+	if (cs->lfd < 0)
+		return CONTROL_NONE;
+	accept_clients(cs);
+	now = io_now_ms();
+	for (size_t i = 0; i < CONTROL_CLIENTS_MAX; i++) {
+		struct control_client *c = &cs->clients[i];
+		enum control_action action;
+
+		if (c->fd < 0)
+			continue;
+		if (read_some(c)) {
+			if ((action = finish(c, st, req)) != CONTROL_NONE)
+				return action;
+		} else if (now >= c->deadline_ms)
+			refuse_incomplete(c);
+	}
+	return CONTROL_NONE;
+}
+
+/* control_server_close - in a child of the master, or at the end: drop every client */
+void
+control_server_close(struct control_server *cs, bool and_listener)
+{
+	for (size_t i = 0; i < CONTROL_CLIENTS_MAX; i++) {
+		if (cs->clients[i].fd >= 0)
+			close(cs->clients[i].fd);
+		free(cs->clients[i].line);
+		cs->clients[i].fd = -1;
+		cs->clients[i].line = NULL;
+	}
+	if (and_listener && cs->lfd >= 0) {
+		close(cs->lfd);
+		cs->lfd = -1;
+	}
 }
 
 /* write_all - all of p to blocking fd; -1 with errno (the send timeout included) */

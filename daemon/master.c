@@ -61,7 +61,8 @@ struct master {
 	struct policy **policies;	/* one per listener of cfg (NULL: none), owned */
 	struct clam_engine *clam;	/* the ClamAV engine of this generation, or NULL, owned */
 	struct timespec clam_checked;	/* last look at the database directory (monotonic) */
-	struct master_fds fds;		/* control socket and metrics, -1 when off; owned */
+	struct master_fds fds;		/* metrics, -1 when off; owned (control: see control) */
+	struct control_server control;	/* the control socket and its clients, owned */
 	int	generation;		/* current generation number */
 	struct bound *sockets;		/* listening sockets, owned */
 	size_t	nsockets;
@@ -260,8 +261,7 @@ close_master_fds(struct master *m, int keep)
 	for (size_t i = 0; i < m->nsockets; i++)
 		if (m->sockets[i].fd != keep && m->sockets[i].fd >= 0)
 			close(m->sockets[i].fd);
-	if (m->fds.control >= 0)
-		close(m->fds.control);
+	control_server_close(&m->control, true);
 	if (m->fds.metrics >= 0)
 		close(m->fds.metrics);
 }
@@ -681,6 +681,8 @@ master_run(struct config *cfg, struct policy **policies, struct clam_engine *cla
 	struct master m = { 0 };
 
 	m.fds = *fds;
+	control_server_init(&m.control, m.fds.control);
+	m.fds.control = -1;	/* the control server owns it now */
 	m.cfg = cfg;
 	m.policies = policies;
 	m.clam = clam;
@@ -703,28 +705,29 @@ master_run(struct config *cfg, struct policy **policies, struct clam_engine *cla
 		notify_ready();	/* Type=notify: the first generation's workers are started */
 	}
 	for (;;) {
-		struct pollfd pfd[3] = {
+		struct pollfd pfd[2 + CONTROL_CLIENTS_MAX + 1] = {
 			{ .fd = sig_pipe[0], .events = POLLIN },
-			{ .fd = m.fds.control, .events = POLLIN },
 			{ .fd = m.fds.metrics, .events = POLLIN },
 		};
 		long wait = got_term ? 0 : fill_pools(&m);
+		size_t npfd = 2 + control_server_pollfds(&m.control, pfd + 2,
+							 sizeof(pfd) / sizeof(pfd[0]) - 2);
+		struct control_request req;
+		enum control_action action;
 		char drainbuf[64];
 
 		/* poll ignores the negative descriptors of what is off */
-		poll(pfd, 3, wait < 0 || wait > 1000 ? 1000 : (int)wait);
+		poll(pfd, npfd, control_server_timeout(&m.control,
+						       wait < 0 || wait > 1000 ? 1000 : (int)wait));
 		while (read(sig_pipe[0], drainbuf, sizeof(drainbuf)) > 0)
 			;
-		if (pfd[1].revents & POLLIN) {
-			struct control_request req;
-
-			switch (control_serve(m.fds.control, stats_get(), &req)) {
-			case CONTROL_RELOAD: got_hup = 1; break;
-			case CONTROL_ADMIN: run_admin(&m, &req); break;
-			case CONTROL_NONE: break;
-			}
+		while ((action = control_server_work(&m.control, stats_get(), &req)) != CONTROL_NONE) {
+			if (action == CONTROL_RELOAD)
+				got_hup = 1;
+			else
+				run_admin(&m, &req);
 		}
-		if (pfd[2].revents & POLLIN)
+		if (pfd[1].revents & POLLIN)
 			metrics_serve(m.fds.metrics, stats_get());
 		if (got_chld) {
 			got_chld = 0;
@@ -753,8 +756,7 @@ master_run(struct config *cfg, struct policy **policies, struct clam_engine *cla
 		free(m.sockets[i].listen);
 	}
 	free(m.sockets);
-	if (m.fds.control >= 0)
-		close(m.fds.control);
+	control_server_close(&m.control, true);
 	if (m.fds.metrics >= 0)
 		close(m.fds.metrics);
 	master_free_policies(m.cfg, m.policies);

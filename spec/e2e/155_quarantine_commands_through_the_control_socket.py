@@ -19,7 +19,9 @@ control_socket but a quarantine directory that is empty: whatever `postern
   raw requests on the socket: a MAIL_ID with a slash, and list with an extra
     word, are answered as usage errors ("x 2"); an unknown command and a
     line of 9,000 bytes without a newline get "error: ..."; a client that
-    sends nothing costs the master at most a moment: status still answers;
+    sends nothing holds up no one: status answers meanwhile, and the client
+    hears "error: no complete request line" after 10 s; a request line (ping,
+    quarantine list) sent in pieces over one to two seconds is answered;
   at most 4 such commands at once: 4 clients that ask for the 1.5 MB
     message and do not read hold 4 children; the 5th command exits 1 with
     "busy", while `postern status` answers and mail still passes; once the
@@ -135,11 +137,15 @@ def raw(line, read=True):
 
 
 def frames(answer):
-    """[(kind, bytes)] of a framed answer; kind '1', '2' or 'x'."""
+    """[(kind, bytes)] of a framed answer; kind '1', '2' or 'x', and '?' for the rest
+    of an answer that is not framed from there on."""
     out, i = [], 0
     while i < len(answer):
-        nl = answer.index(b"\n", i)
-        kind, arg = answer[i:nl].split(b" ", 1)
+        nl = answer.find(b"\n", i)
+        kind, _, arg = answer[i:nl if nl >= 0 else len(answer)].partition(b" ")
+        if nl < 0 or kind not in (b"1", b"2", b"x") or (kind != b"x" and not arg.isdigit()):
+            out.append(("?", answer[i:]))
+            break
         i = nl + 1
         if kind == b"x":
             out.append(("x", arg))
@@ -224,9 +230,57 @@ t.match(r"^error: unknown command", raw(b"bogus\tthing\n").decode(), "raw unknow
 t.match(r"^error: no complete request line", raw(b"q" * 9000).decode(),
         "raw line of 9,000 bytes: error")
 silent = raw(b"", read=False)
+silent_since = time.monotonic()
 rc, out, err = postern("status", conf=CONF)
 t.eq(rc, 0, "a client that sends nothing: status still answers", err)
+
+
+def in_pieces(pieces, pause):
+    """Send pieces on one connection with pause seconds between them; the answer."""
+    s = raw(pieces[0], read=False)
+    try:
+        for piece in pieces[1:]:
+            time.sleep(pause)
+            s.sendall(piece)
+    except (BrokenPipeError, ConnectionResetError):
+        pass    # the master gave up on the line early: what it answered is queued
+    out = b""
+    try:
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            out += chunk
+    except OSError:
+        pass
+    s.close()
+    return out
+
+
+# a client descheduled between connect() and its line (a busy machine) is still served:
+# the master polls the connection with its other descriptors, it never waits on one
+t.match(r"^pong\n$", in_pieces([b"pi", b"n", b"g\n"], 1.0).decode(),
+        "a request line sent in pieces over 2 s: answered")
+f = frames(in_pieces([b"quarantine\t", b"list\n"], 1.5))
+t.eq((f[-1:], [d.split(b"\t")[0] for k, d in f if k == "1"][:1]), ([("x", b"0")], [big.encode()]),
+     "a quarantine command sent in pieces over 1.5 s: its answer", f)
+# ... and one that never sends its line gets the error once its time (10 s) is up
+silent.settimeout(30)
+answer = b""
+try:
+    while True:
+        chunk = silent.recv(4096)
+        if not chunk:
+            break
+        answer += chunk
+except OSError:
+    pass
+waited = time.monotonic() - silent_since
 silent.close()
+t.match(r"^error: no complete request line", answer.decode(),
+        "a client that sends nothing: refused once its time is up")
+t.ok(5 <= waited < 30, "a client that sends nothing: refused after about 10 s, not at once",
+     "%.1f s" % waited)
 
 # ---------------------------------------------------------------- at most 4 at once
 holders = [raw(("quarantine\tshow\t%s\n" % big).encode(), read=False) for _ in range(4)]

@@ -424,8 +424,11 @@ note_death(struct master *m, struct worker_rec *w, int status)
 			log_warnx("worker %ld of listener %s died with signal %d after %ld ms",
 				  (long)w->pid, w->listener, WTERMSIG(status), lived);
 		else
-			log_warnx("worker %ld of listener %s exited with status %d after %ld ms",
-				  (long)w->pid, w->listener, WEXITSTATUS(status), lived);
+			log_warnx("worker %ld of listener %s exited with status %d after %ld ms%s",
+				  (long)w->pid, w->listener, WEXITSTATUS(status), lived,
+				  WEXITSTATUS(status) == POLICY_WATCHDOG_STATUS ?
+				  " (policy watchdog: its policy ran far past policy_timeout inside "
+				  "one C call; the client was answered 421)" : "");
 	}
 	if (spool_clean_dir(m->cfg->spool_dir, w->pid) > 0)
 		log_info("removed spool files left by worker %ld", (long)w->pid);

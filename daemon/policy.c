@@ -115,15 +115,25 @@ policy_hook(lua_State *L, lua_Debug *ar)
 	luaL_error(L, "policy %s reached", p->fired);
 }
 
+static void (*watchdog_last_words)(void);
+
+/* policy_set_last_words - see policy.h */
+void
+policy_set_last_words(void (*last_words)(void))
+{
+	watchdog_last_words = last_words;
+}
+
 /*
  * watchdog - the last resort for one long C call the count hook cannot reach
  *
  * A Lua pattern (string.find and friends) can backtrack for hours inside one
  * C call, where no hook runs. While a message is decided, an interval timer
- * of twice the policy timeout plus a second ends the worker: the MTA sees the
- * connection drop and keeps the message queued (never lost), and the master
- * starts a fresh worker. Not armed at load, in the master, where the
- * postmaster's own code runs once and a hang shows at once.
+ * of twice the policy timeout plus a second ends the worker. Before it does,
+ * the session's last words (policy_set_last_words) tell the client "421": the
+ * MTA defers the message with a reason and keeps it queued (never lost), and
+ * the master starts a fresh worker. Not armed at load, in the master, where
+ * the postmaster's own code runs once and a hang shows at once.
  */
 static void
 watchdog_fired(int sig)
@@ -136,7 +146,9 @@ watchdog_fired(int sig)
 	if (write(STDERR_FILENO, msg, sizeof(msg) - 1) < 0) {
 		/* nothing more to say */
 	}
-	_exit(3);
+	if (watchdog_last_words != NULL)
+		watchdog_last_words();
+	_exit(POLICY_WATCHDOG_STATUS);
 }
 
 /*

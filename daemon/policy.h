@@ -46,6 +46,16 @@ struct policy *policy_load(const struct config *cfg, const struct listener_cfg *
 struct policy *policy_load_file(const struct config *cfg, const char *path, char **error_r);
 struct policy *policy_free(struct policy *p);
 int policy_run(struct policy *p, struct policy_input *in, char **error_r);
+
+/*
+ * A function the policy watchdog calls, in its signal handler, just before it
+ * ends the worker (NULL: none): the session's last words to its client. It
+ * may use only async-signal-safe calls.
+ */
+void policy_set_last_words(void (*last_words)(void));
+
+/* the exit status of a worker the policy watchdog ended */
+#define POLICY_WATCHDOG_STATUS	3
 bool policy_is_spent(const struct policy *p);
 const char *policy_path(const struct policy *p);
 

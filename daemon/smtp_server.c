@@ -10,6 +10,7 @@
  */
 #include <ctype.h>
 #include <errno.h>
+#include <poll.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,6 +22,7 @@
 #include "dotstuff.h"
 #include "log.h"
 #include "message.h"
+#include "policy.h"
 #include "smtp_server.h"
 #include "spool.h"
 #include "stats.h"
@@ -659,6 +661,73 @@ fail_all(struct message *m, int code, const char *text)
 }
 
 /*
+ * The session's last words, should the policy watchdog end the worker while a
+ * message is decided (policy.c): a policy stuck for hours inside one C call
+ * cannot be stopped any other way. The client is owed the replies queued so
+ * far (pipelined commands), then one for its message: "421", once, or in LMTP
+ * once per recipient (RFC 2033), after which the connection closes. So the MTA
+ * defers the message with a reason instead of seeing a lost connection. The
+ * reply is written before the policy runs; the signal handler only calls
+ * write() and poll(), and the queued output does not change while it runs.
+ */
+static struct {
+	int		fd;		/* the client, -1 when no message is being decided */
+	const struct buf *queued;	/* replies not yet written */
+	char		reply[320];
+	size_t		len;
+	size_t		count;		/* how many times to say it */
+} last_words = { .fd = -1 };
+
+/* write_in_handler - all of p to fd, from a signal handler: bounded, best effort */
+static void
+write_in_handler(int fd, const char *p, size_t len)
+{
+	for (int stalls = 0; len > 0 && stalls < 10;) {
+		ssize_t n = write(fd, p, len);
+
+		if (n > 0) {
+			p += n;
+			len -= (size_t)n;
+		} else if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) {
+			struct pollfd pfd = { .fd = fd, .events = POLLOUT };
+
+			stalls++;
+			(void)poll(&pfd, 1, 100);
+		} else
+			return;
+	}
+}
+
+/* say_last_words - the watchdog's hook (async-signal-safe) */
+static void
+say_last_words(void)
+{
+	int saved = errno;
+
+	if (last_words.fd >= 0) {
+		write_in_handler(last_words.fd, last_words.queued->ptr, last_words.queued->len);
+		for (size_t i = 0; i < last_words.count; i++)
+			write_in_handler(last_words.fd, last_words.reply, last_words.len);
+	}
+	errno = saved;
+}
+
+/* prepare_last_words - what say_last_words() says while m is decided */
+static void
+prepare_last_words(struct session *s, const struct message *m)
+{
+	int n = snprintf(last_words.reply, sizeof(last_words.reply),
+			 "421 4.3.0 %.200s Error: the policy ran far past its time limit; "
+			 "try again later\r\n", s->cfg->hostname);
+
+	last_words.len = n > 0 && (size_t)n < sizeof(last_words.reply) ? (size_t)n : 0;
+	last_words.queued = &s->io.wbuf;
+	last_words.count = s->lc->is_lmtp ? m->nrcpts : 1;
+	last_words.fd = s->fd;
+	policy_set_last_words(say_last_words);
+}
+
+/*
  * finish_transaction - the data is in: decide, hand on, answer, log
  */
 static void
@@ -681,7 +750,9 @@ finish_transaction(struct session *s)
 	} else {
 		struct decide_ctx ctx = { s->cfg, s->lc, &s->client, s->ds, s->policy, s->clam };
 
+		prepare_last_words(s, m);
 		decide_message(&ctx, m);
+		last_words.fd = -1;
 	}
 	if (s->lc->is_lmtp) {
 		for (size_t i = 0; i < m->nrcpts; i++)

@@ -34,6 +34,12 @@ Pinned behaviour:
       time, a constructor error, a value that is not a chain): posternd -t
       exits 1 naming the file and line (or the reason), and posternd refuses
       to start (exits non-zero, never listens).
+  (g) a Lua pattern that backtracks for hours inside one C call, where no
+      hook can stop it: the watchdog (2 x policy_timeout + 1 s) ends the
+      worker, which first writes the replies it still owed (pipelining) and
+      then "421 4.3.0 ... the policy ran far past its time limit" for the
+      message (in LMTP once per recipient) and closes; nothing is delivered,
+      the log says so, and the next message passes from a fresh worker.
 """
 import os
 import re
@@ -376,6 +382,107 @@ for name, (text, want) in BROKEN.items():
     t.ok(rc not in (None, 0), "(f) %s: posternd refuses to start (exit %r)" % (name, rc))
     t.ok(not port_open(bad.ports["broken"]), "(f) %s: nothing listens on its port" % name)
     t.match(want, bad.log(), "(f) %s: the start-up error names the file and the reason" % name)
+
+# ---------------------------------------------------------------- (g) stuck inside one C call
+# Lua's pattern matcher backtracks for hours inside one C call, where no hook runs:
+# the watchdog (2 x policy_timeout + 1 s) ends the worker, which first tells the
+# client 421, after the replies it still owed
+STUCK_LUA = r'''return function(msg)
+  local s = msg:header("Subject") or ""
+  if s == "stuck" then
+    local x = (("a"):rep(400)):find(("a-"):rep(12) .. "b")
+  end
+  msg:add_header("X-Stuck-Ok", "yes")
+end
+'''
+with open(os.path.join(POLICY_DIR, "stuck.lua"), "w") as f:
+    f.write(STUCK_LUA)
+stuckd = Posternd({"stuck": {"policy": "stuck.lua", "forward": fwd, "workers": 1},
+                   "stucklmtp": {"policy": "stuck.lua", "forward": fwd, "workers": 1,
+                                 "protocol": "lmtp"}},
+                  settings={"policy_timeout": 0.5})
+WORDS = r"^421 4\.3\.0 filter\.test Error: the policy ran far past its time limit; try again later$"
+
+
+def rest_of_session(c):
+    """Every reply line the server sends until it closes: (lines, closed)."""
+    lines = []
+    try:
+        while True:
+            lines.append(c.line())
+    except EOFError:
+        return lines, True
+    except OSError:
+        return lines, False
+
+
+def fine_passes(listener, label, lmtp=False):
+    c = Client(stuckd.ports[listener], timeout=20)
+    c.cmd("LHLO client.test" if lmtp else "EHLO client.test")
+    tok, data = make("fine")
+    c.cmd("MAIL FROM:<%s>" % SENDER)
+    c.cmd("RCPT TO:<user@example.com>")
+    c.cmd("DATA")
+    c.send(stuff(data))
+    r = c.reply()
+    c.close()
+    got = delivered(tok)
+    t.ok(r.code == 250 and len(got) == 1 and b"\r\nX-Stuck-Ok: yes\r\n" in got[0],
+         "%s: the next message passes, from a fresh worker" % label, r)
+
+
+mark = len(stuckd.log())
+c = Client(stuckd.ports["stuck"], timeout=30)
+c.cmd("EHLO client.test")
+tok, data = make("stuck")
+c.cmd("MAIL FROM:<%s>" % SENDER)
+c.cmd("RCPT TO:<user@example.com>")
+c.cmd("DATA")
+c.send(stuff(data))
+lines, closed = rest_of_session(c)
+c.close()
+t.ok(len(lines) == 1 and re.match(WORDS, lines[0]) and closed,
+     "(g) SMTP: a policy stuck in one C call: 421 4.3.0 for the message, then the "
+     "connection closes", lines)
+t.eq(len(delivered(tok)), 0, "(g) SMTP: nothing delivered")
+t.ok(stuckd.wait_log(r"policy watchdog: a policy ran far past policy_timeout", 10, after=mark),
+     "(g) SMTP: the log says the watchdog ended the worker", stuckd.log()[mark:])
+t.ok(stuckd.wait_log(r"worker \d+ of listener stuck exited with status 3 after \d+ ms "
+                    r"\(policy watchdog: ", 10, after=mark),
+     "(g) SMTP: the master logs the worker's exit and why (its own line: under syslog the "
+     "worker's stderr goes nowhere)", stuckd.log()[mark:])
+fine_passes("stuck", "(g) SMTP")
+
+# pipelined: the replies queued before the message come first, in order
+c = Client(stuckd.ports["stuck"], timeout=30)
+c.cmd("EHLO client.test")
+tok, data = make("stuck")
+c.send(b"MAIL FROM:<%s>\r\nRCPT TO:<user@example.com>\r\nBDAT %d LAST\r\n%s"
+       % (SENDER.encode(), len(data), data))
+lines, closed = rest_of_session(c)
+c.close()
+t.ok(len(lines) == 3 and lines[0].startswith("250 ") and lines[1].startswith("250 ")
+     and re.match(WORDS, lines[2]) and closed,
+     "(g) pipelined MAIL, RCPT, BDAT LAST: 250, 250, then 421 4.3.0, then the close", lines)
+t.eq(len(delivered(tok)), 0, "(g) pipelined: nothing delivered")
+fine_passes("stuck", "(g) pipelined")
+
+# LMTP: one reply per recipient (RFC 2033)
+c = Client(stuckd.ports["stucklmtp"], timeout=30)
+c.cmd("LHLO client.test")
+tok, data = make("stuck")
+c.cmd("MAIL FROM:<%s>" % SENDER)
+c.cmd("RCPT TO:<one@example.com>")
+c.cmd("RCPT TO:<two@example.com>")
+c.cmd("DATA")
+c.send(stuff(data))
+lines, closed = rest_of_session(c)
+c.close()
+t.ok(len(lines) == 2 and all(re.match(WORDS, l) for l in lines) and closed,
+     "(g) LMTP, two recipients: 421 4.3.0 for each, then the connection closes", lines)
+t.eq(len(delivered(tok)), 0, "(g) LMTP: nothing delivered")
+fine_passes("stucklmtp", "(g) LMTP", lmtp=True)
+t.eq(stuckd.stop(), 0, "(g) that posternd stops with status 0")
 
 t.ok(wait_until(lambda: pd.spool_files() == [], 5), "nothing left in the spool directory",
      pd.spool_files())

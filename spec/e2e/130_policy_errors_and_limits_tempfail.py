@@ -431,16 +431,24 @@ def fine_passes(listener, label, lmtp=False):
          "%s: the next message passes, from a fresh worker" % label, r)
 
 
+def stuck_message(listener, rcpts, lmtp=False):
+    """A message that gets the policy stuck, one command at a time: (token, the reply
+    lines that follow the data until the server closes, whether it closed)."""
+    c = Client(stuckd.ports[listener], timeout=30)
+    c.cmd("LHLO client.test" if lmtp else "EHLO client.test")
+    tok, data = make("stuck")
+    c.cmd("MAIL FROM:<%s>" % SENDER)
+    for a in rcpts:
+        c.cmd("RCPT TO:<%s>" % a)
+    c.cmd("DATA")
+    c.send(stuff(data))
+    lines, closed = rest_of_session(c)
+    c.close()
+    return tok, lines, closed
+
+
 mark = len(stuckd.log())
-c = Client(stuckd.ports["stuck"], timeout=30)
-c.cmd("EHLO client.test")
-tok, data = make("stuck")
-c.cmd("MAIL FROM:<%s>" % SENDER)
-c.cmd("RCPT TO:<user@example.com>")
-c.cmd("DATA")
-c.send(stuff(data))
-lines, closed = rest_of_session(c)
-c.close()
+tok, lines, closed = stuck_message("stuck", ["user@example.com"])
 t.ok(len(lines) == 1 and re.match(WORDS, lines[0]) and closed,
      "(g) SMTP: a policy stuck in one C call: 421 4.3.0 for the message, then the "
      "connection closes", lines)
@@ -468,16 +476,7 @@ t.eq(len(delivered(tok)), 0, "(g) pipelined: nothing delivered")
 fine_passes("stuck", "(g) pipelined")
 
 # LMTP: one reply per recipient (RFC 2033)
-c = Client(stuckd.ports["stucklmtp"], timeout=30)
-c.cmd("LHLO client.test")
-tok, data = make("stuck")
-c.cmd("MAIL FROM:<%s>" % SENDER)
-c.cmd("RCPT TO:<one@example.com>")
-c.cmd("RCPT TO:<two@example.com>")
-c.cmd("DATA")
-c.send(stuff(data))
-lines, closed = rest_of_session(c)
-c.close()
+tok, lines, closed = stuck_message("stucklmtp", ["one@example.com", "two@example.com"], lmtp=True)
 t.ok(len(lines) == 2 and all(re.match(WORDS, l) for l in lines) and closed,
      "(g) LMTP, two recipients: 421 4.3.0 for each, then the connection closes", lines)
 t.eq(len(delivered(tok)), 0, "(g) LMTP: nothing delivered")

@@ -123,6 +123,12 @@ def raw(line, read=True):
         pass    # the master answered and hung up before taking it all: the answer is queued
     if not read:
         return s
+    return answer_of(s)
+
+
+def answer_of(s):
+    """Everything the master sends on s until it closes (or what came before an error);
+    s is closed after."""
     out = b""
     try:
         while True:
@@ -244,17 +250,7 @@ def in_pieces(pieces, pause):
             s.sendall(piece)
     except (BrokenPipeError, ConnectionResetError):
         pass    # the master gave up on the line early: what it answered is queued
-    out = b""
-    try:
-        while True:
-            chunk = s.recv(65536)
-            if not chunk:
-                break
-            out += chunk
-    except OSError:
-        pass
-    s.close()
-    return out
+    return answer_of(s)
 
 
 # a client descheduled between connect() and its line (a busy machine) is still served:
@@ -266,17 +262,8 @@ t.eq((f[-1:], [d.split(b"\t")[0] for k, d in f if k == "1"][:1]), ([("x", b"0")]
      "a quarantine command sent in pieces over 1.5 s: its answer", f)
 # ... and one that never sends its line gets the error once its time (10 s) is up
 silent.settimeout(30)
-answer = b""
-try:
-    while True:
-        chunk = silent.recv(4096)
-        if not chunk:
-            break
-        answer += chunk
-except OSError:
-    pass
+answer = answer_of(silent)
 waited = time.monotonic() - silent_since
-silent.close()
 t.match(r"^error: no complete request line", answer.decode(),
         "a client that sends nothing: refused once its time is up")
 t.ok(5 <= waited < 30, "a client that sends nothing: refused after about 10 s, not at once",

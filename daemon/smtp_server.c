@@ -712,15 +712,24 @@ say_last_words(void)
 	errno = saved;
 }
 
-/* prepare_last_words - what say_last_words() says while m is decided */
+/*
+ * prepare_last_words - what say_last_words() says while m is decided; the text
+ * is made once per configuration (a worker keeps its own until it is replaced),
+ * not once per message
+ */
 static void
 prepare_last_words(struct session *s, const struct message *m)
 {
-	int n = snprintf(last_words.reply, sizeof(last_words.reply),
-			 "421 4.3.0 %.200s Error: the policy ran far past its time limit; "
-			 "try again later\r\n", s->cfg->hostname);
+	static const struct config *made_for;
 
-	last_words.len = n > 0 && (size_t)n < sizeof(last_words.reply) ? (size_t)n : 0;
+	if (made_for != s->cfg) {
+		int n = snprintf(last_words.reply, sizeof(last_words.reply),
+				 "421 4.3.0 %.200s Error: the policy ran far past its time limit; "
+				 "try again later\r\n", s->cfg->hostname);
+
+		last_words.len = n > 0 && (size_t)n < sizeof(last_words.reply) ? (size_t)n : 0;
+		made_for = s->cfg;
+	}
 	last_words.queued = &s->io.wbuf;
 	last_words.count = s->lc->is_lmtp ? m->nrcpts : 1;
 	last_words.fd = s->fd;

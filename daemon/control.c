@@ -183,15 +183,22 @@ control_render_status(const struct stats *st, struct buf *out)
 	buf_appends(out, "(verdicts count recipients; deferred counts messages answered 4xx)\n");
 }
 
-/* send_bounded - write it all, or give up after CONTROL_IO_MS without progress */
+/*
+ * send_bounded - write it all, or give up CONTROL_IO_MS after the start: a
+ * bound on the whole answer, not on each write, so that a client reading a
+ * byte at a time cannot hold the master's loop
+ */
 static void
 send_bounded(int fd, const char *p, size_t len)
 {
+	long long deadline = io_now_ms() + CONTROL_IO_MS;
+
 	while (len > 0) {
 		struct pollfd pfd = { .fd = fd, .events = POLLOUT };
+		long long left = deadline - io_now_ms();
 		ssize_t n;
 
-		if (poll(&pfd, 1, CONTROL_IO_MS) != 1)
+		if (left <= 0 || poll(&pfd, 1, (int)left) != 1)
 			return;
 		n = send(fd, p, len, MSG_NOSIGNAL);
 		if (n <= 0 && errno != EAGAIN && errno != EINTR)
@@ -331,6 +338,7 @@ void
 control_server_init(struct control_server *cs, int lfd)
 {
 	cs->lfd = lfd;
+	memset(&cs->backoff, 0, sizeof(cs->backoff));
 	for (size_t i = 0; i < CONTROL_CLIENTS_MAX; i++) {
 		cs->clients[i].fd = -1;
 		cs->clients[i].line = NULL;
@@ -370,7 +378,7 @@ control_server_pollfds(const struct control_server *cs, struct pollfd *pfd, size
 		pfd[n].events = POLLIN;
 		pfd[n++].revents = 0;
 	}
-	if (slot && n < room) {
+	if (slot && n < room && !accept_backoff_paused(&cs->backoff, io_now_ms())) {
 		pfd[n].fd = cs->lfd;
 		pfd[n].events = POLLIN;
 		pfd[n++].revents = 0;
@@ -395,7 +403,7 @@ control_server_timeout(const struct control_server *cs, int wait_ms)
 		if (wait_ms < 0 || left < wait_ms)
 			wait_ms = (int)left;
 	}
-	return wait_ms;
+	return accept_backoff_timeout(&cs->backoff, now, wait_ms);
 }
 
 /* accept_clients - take new connections while there is a slot */
@@ -405,10 +413,10 @@ accept_clients(struct control_server *cs)
 	struct control_client *c;
 
 	while ((c = free_slot(cs)) != NULL) {
-		int fd = accept4(cs->lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+		int fd = accept_backoff_accept(cs->lfd, &cs->backoff, "control socket", io_now_ms());
 
 		if (fd < 0)
-			return;	/* EAGAIN: no one else waits (or an error the next poll sees) */
+			return;
 		c->fd = fd;
 		c->line = xmalloc(CONTROL_LINE_MAX);
 		c->have = 0;

@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <sys/types.h>
 
+#include "accept_backoff.h"
 #include "config.h"
 #include "stats.h"
 #include "util/buf.h"
@@ -43,6 +44,7 @@ struct control_client {
 struct control_server {
 	int			lfd;	/* the listening socket, -1 when off; owned */
 	struct control_client	clients[CONTROL_CLIENTS_MAX];
+	struct accept_backoff	backoff;	/* accept() failing: lfd out of the poll set */
 };
 
 int control_listen(const char *path, bool as_root, uid_t uid, gid_t gid, char **error_r);

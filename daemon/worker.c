@@ -11,14 +11,17 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <poll.h>
 #include <signal.h>
 #include <sys/epoll.h>
 #include <stdlib.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "accept_backoff.h"
 #include "log.h"
 #include "policy.h"
 #include "stats.h"
@@ -162,6 +165,22 @@ wait_for_client(int ep, long idle_left_ms)
 	return n > 0;
 }
 
+/*
+ * rest_after_accept_failure - accept() failed for want of a resource (see
+ * accept_backoff.c): the connection stays in the backlog and the listening
+ * socket readable, so trying again at once would spin. Warn (rate-limited) and
+ * sleep ACCEPT_PAUSE_MS; a stop signal ends the sleep early.
+ */
+static void
+rest_after_accept_failure(struct accept_backoff *backoff, const char *listener, int err)
+{
+	char what[160];
+
+	snprintf(what, sizeof(what), "listener %s", listener);
+	accept_backoff_failed(backoff, what, err, io_now_ms());
+	(void)poll(NULL, 0, ACCEPT_PAUSE_MS);
+}
+
 /* worker_main - see worker.h */
 void
 worker_main(const struct config *cfg, const struct listener_cfg *lc, const struct scanners *sc,
@@ -171,6 +190,7 @@ worker_main(const struct config *cfg, const struct listener_cfg *lc, const struc
 	pid_t parent = getppid();
 	long sessions = 0;
 	int ep = watch_listener(listen_fd);
+	struct accept_backoff backoff = { 0 };
 
 	listen_fd_to_close = listen_fd;
 	worker_signals();
@@ -192,9 +212,8 @@ worker_main(const struct config *cfg, const struct listener_cfg *lc, const struc
 		}
 		fd = accept4(listen_fd, (struct sockaddr *)&peer, &plen, SOCK_NONBLOCK | SOCK_CLOEXEC);
 		if (fd < 0) {
-			if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR &&
-			    errno != ECONNABORTED)
-				log_warn("listener %s: accept", lc->name);
+			if (!accept_error_is_transient(errno))
+				rest_after_accept_failure(&backoff, lc->name, errno);
 			continue;
 		}
 		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));

@@ -61,8 +61,9 @@ struct master {
 	struct policy **policies;	/* one per listener of cfg (NULL: none), owned */
 	struct clam_engine *clam;	/* the ClamAV engine of this generation, or NULL, owned */
 	struct timespec clam_checked;	/* last look at the database directory (monotonic) */
-	struct master_fds fds;		/* metrics, -1 when off; owned (control: see control) */
+	struct master_fds fds;		/* as main() opened them; control and metrics own theirs */
 	struct control_server control;	/* the control socket and its clients, owned */
+	struct metrics_server metrics;	/* the metrics listener and its scrapers */
 	int	generation;		/* current generation number */
 	struct bound *sockets;		/* listening sockets, owned */
 	size_t	nsockets;
@@ -262,8 +263,7 @@ close_master_fds(struct master *m, int keep)
 		if (m->sockets[i].fd != keep && m->sockets[i].fd >= 0)
 			close(m->sockets[i].fd);
 	control_server_close(&m->control, true);
-	if (m->fds.metrics >= 0)
-		close(m->fds.metrics);
+	metrics_server_close(&m->metrics, true);
 }
 
 /* spawn - fork one worker for listener index li of the current generation */
@@ -686,6 +686,8 @@ master_run(struct config *cfg, struct policy **policies, struct clam_engine *cla
 	m.fds = *fds;
 	control_server_init(&m.control, m.fds.control);
 	m.fds.control = -1;	/* the control server owns it now */
+	metrics_server_init(&m.metrics, m.fds.metrics);
+	m.fds.metrics = -1;	/* and the metrics server this one */
 	m.cfg = cfg;
 	m.policies = policies;
 	m.clam = clam;
@@ -708,20 +710,22 @@ master_run(struct config *cfg, struct policy **policies, struct clam_engine *cla
 		notify_ready();	/* Type=notify: the first generation's workers are started */
 	}
 	for (;;) {
-		struct pollfd pfd[2 + CONTROL_CLIENTS_MAX + 1] = {
+		struct pollfd pfd[1 + CONTROL_CLIENTS_MAX + 1 + METRICS_CLIENTS_MAX + 1] = {
 			{ .fd = sig_pipe[0], .events = POLLIN },
-			{ .fd = m.fds.metrics, .events = POLLIN },
 		};
+		const size_t room = sizeof(pfd) / sizeof(pfd[0]);
 		long wait = got_term ? 0 : fill_pools(&m);
-		size_t npfd = 2 + control_server_pollfds(&m.control, pfd + 2,
-							 sizeof(pfd) / sizeof(pfd[0]) - 2);
+		size_t npfd = 1;
 		struct control_request req;
 		enum control_action action;
 		char drainbuf[64];
+		int timeout = wait < 0 || wait > 1000 ? 1000 : (int)wait;
 
-		/* poll ignores the negative descriptors of what is off */
-		poll(pfd, npfd, control_server_timeout(&m.control,
-						       wait < 0 || wait > 1000 ? 1000 : (int)wait));
+		npfd += control_server_pollfds(&m.control, pfd + npfd, room - npfd);
+		npfd += metrics_server_pollfds(&m.metrics, pfd + npfd, room - npfd);
+		timeout = control_server_timeout(&m.control, timeout);
+		timeout = metrics_server_timeout(&m.metrics, timeout);
+		poll(pfd, npfd, timeout);
 		while (read(sig_pipe[0], drainbuf, sizeof(drainbuf)) > 0)
 			;
 		while ((action = control_server_work(&m.control, stats_get(), &req)) != CONTROL_NONE) {
@@ -730,8 +734,7 @@ master_run(struct config *cfg, struct policy **policies, struct clam_engine *cla
 			else
 				run_admin(&m, &req);
 		}
-		if (pfd[1].revents & POLLIN)
-			metrics_serve(m.fds.metrics, stats_get());
+		metrics_server_work(&m.metrics, stats_get());
 		if (got_chld) {
 			got_chld = 0;
 			reap(&m);
@@ -760,8 +763,7 @@ master_run(struct config *cfg, struct policy **policies, struct clam_engine *cla
 	}
 	free(m.sockets);
 	control_server_close(&m.control, true);
-	if (m.fds.metrics >= 0)
-		close(m.fds.metrics);
+	metrics_server_close(&m.metrics, true);
 	master_free_policies(m.cfg, m.policies);
 	clam_engine_free(m.clam);
 	config_free(m.cfg);

@@ -2,11 +2,14 @@
  * metrics - the Prometheus text exposition of the shared counters, served by the master
  *
  * metrics_listen() binds metrics.listen (a loopback address: config.c
- * refuses any other); the master adds the socket to its poll loop and calls
- * metrics_serve() when a scraper connects. One request is answered per
- * connection, with short bounds on reading the request and writing the
- * answer: a slow scraper costs the master at most METRICS_IO_MS, and the
- * workers nothing (they only add to the shared counters).
+ * refuses any other). The master polls it and each scraper's connection with
+ * its other descriptors (metrics_server_*), as it does the control socket's
+ * clients: one request is answered per connection, up to METRICS_CLIENTS_MAX
+ * at a time, each with METRICS_REQUEST_MS to send its request's head and
+ * METRICS_ANSWER_MS to take the answer. The master never waits on a scraper,
+ * so one that sends or reads a byte at a time costs a slot, not the master's
+ * loop (which reaps and restarts workers); the workers pay nothing (they only
+ * add to the shared counters).
  *
  * metrics_render() writes the exposition (text format 0.0.4): messages by
  * listener and verdict, results, bytes, stage latency histograms, scanner
@@ -18,6 +21,7 @@
 #include <netinet/tcp.h>
 #include <poll.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <sys/socket.h>
@@ -28,12 +32,11 @@
 #include "stats.h"
 #include "verdict.h"
 #include "util/buf.h"
+#include "util/io.h"
 #include "util/net.h"
 #include "util/xalloc.h"
 
-#define METRICS_IO_MS		500	/* per request read and per answer write */
 #define METRICS_DEFER_S		10	/* the kernel holds a silent connection this long */
-#define METRICS_REQUEST_MAX	8192	/* a GET with headers fits */
 
 static const char *const stage_names[STAGE_COUNT] = {
 	"receive", "policy", "clamav", "spamd", "reinject",
@@ -60,11 +63,9 @@ metrics_listen(const char *addr, char **error_r)
 		return -1;
 	}
 	/*
-	 * The master reads a request for at most METRICS_IO_MS after accept():
-	 * a scraper descheduled on a busy machine between its connect() and its
-	 * request would get a 400. With TCP_DEFER_ACCEPT the kernel wakes us
-	 * only once the request's first bytes are there. Best effort: without
-	 * it the bound still holds.
+	 * With TCP_DEFER_ACCEPT the kernel wakes us only once the request's
+	 * first bytes are there, so connections that never send anything do
+	 * not take the slots. Best effort: without it the bounds still hold.
 	 */
 	{
 		int secs = METRICS_DEFER_S;
@@ -187,74 +188,240 @@ metrics_render(const struct stats *st, struct buf *out)
 	buf_appendf(out, "postern_uptime_seconds %lld\n", (long long)(now - st->started));
 }
 
-/* wait_io - poll for events with a bound; true when ready */
-static bool
-wait_io(int fd, short events, int ms)
+/* slot_release - close client c's connection and free what it holds */
+static void
+slot_release(struct metrics_client *c)
 {
-	struct pollfd pfd = { .fd = fd, .events = events };
-
-	return poll(&pfd, 1, ms) == 1;
+	if (c->fd >= 0)
+		close(c->fd);
+	c->fd = -1;
+	free(c->req);
+	c->req = NULL;
+	buf_release(&c->out);
+	c->have = c->sent = 0;
 }
 
-/* send_bounded - write all of out within METRICS_IO_MS overall */
-static void
-send_bounded(int fd, const char *p, size_t len)
+/* metrics_server_init - a server for listening socket lfd (-1: metrics off); takes lfd */
+void
+metrics_server_init(struct metrics_server *ms, int lfd)
 {
-	while (len > 0 && wait_io(fd, POLLOUT, METRICS_IO_MS)) {
-		ssize_t n = send(fd, p, len, MSG_NOSIGNAL);
-
-		if (n <= 0 && errno != EAGAIN && errno != EINTR)
-			return;
-		if (n > 0) {
-			p += n;
-			len -= (size_t)n;
-		}
+	ms->lfd = lfd;
+	memset(&ms->backoff, 0, sizeof(ms->backoff));
+	for (size_t i = 0; i < METRICS_CLIENTS_MAX; i++) {
+		ms->clients[i].fd = -1;
+		ms->clients[i].req = NULL;
+		buf_init(&ms->clients[i].out, 0);
+		ms->clients[i].have = ms->clients[i].sent = 0;
 	}
+}
+
+/* metrics_server_close - close every client, and the listener too with and_listener */
+void
+metrics_server_close(struct metrics_server *ms, bool and_listener)
+{
+	for (size_t i = 0; i < METRICS_CLIENTS_MAX; i++)
+		slot_release(&ms->clients[i]);
+	if (and_listener && ms->lfd >= 0) {
+		close(ms->lfd);
+		ms->lfd = -1;
+	}
+}
+
+/* answering - the request is read and the answer is being written */
+static bool
+answering(const struct metrics_client *c)
+{
+	return c->req == NULL;
 }
 
 /*
- * metrics_serve - answer the scraper waiting on listening socket lfd
- *
- * GET /metrics (or /) gets the exposition; anything else 404 or 400.
+ * metrics_server_pollfds - what the master's poll() watches: each client (for
+ * its request, then for room for the answer), and the listener while a slot is
+ * free and accept() is not paused. Fills at most room entries; returns how many.
  */
-void
-metrics_serve(int lfd, const struct stats *st)
+size_t
+metrics_server_pollfds(const struct metrics_server *ms, struct pollfd *pfd, size_t room)
 {
-	char req[METRICS_REQUEST_MAX];
-	size_t have = 0;
-	struct buf body, head;
-	const char *status = "200 OK";
-	int fd = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+	size_t n = 0;
+	bool slot = false;
 
-	if (fd < 0)
-		return;
-	while (have < sizeof(req) - 1 && wait_io(fd, POLLIN, METRICS_IO_MS)) {
-		ssize_t n = recv(fd, req + have, sizeof(req) - 1 - have, 0);
+	if (ms->lfd < 0)
+		return 0;
+	for (size_t i = 0; i < METRICS_CLIENTS_MAX && n < room; i++) {
+		const struct metrics_client *c = &ms->clients[i];
 
-		if (n <= 0)
-			break;
-		have += (size_t)n;
-		req[have] = '\0';
-		if (strstr(req, "\r\n\r\n") || strstr(req, "\n\n"))
-			break;
+		if (c->fd < 0) {
+			slot = true;
+			continue;
+		}
+		pfd[n].fd = c->fd;
+		pfd[n].events = answering(c) ? POLLOUT : POLLIN;
+		pfd[n++].revents = 0;
 	}
-	req[have] = '\0';
-	buf_init(&body, 0);
-	buf_init(&head, 0);
+	if (slot && n < room && !accept_backoff_paused(&ms->backoff, io_now_ms())) {
+		pfd[n].fd = ms->lfd;
+		pfd[n].events = POLLIN;
+		pfd[n++].revents = 0;
+	}
+	return n;
+}
+
+/* metrics_server_timeout - wait_ms, or less when a client's time is up sooner */
+int
+metrics_server_timeout(const struct metrics_server *ms, int wait_ms)
+{
+	long long now = io_now_ms();
+
+	for (size_t i = 0; i < METRICS_CLIENTS_MAX; i++) {
+		long long left;
+
+		if (ms->clients[i].fd < 0)
+			continue;
+		left = ms->clients[i].deadline_ms - now;
+		if (left < 0)
+			left = 0;
+		if (wait_ms < 0 || left < wait_ms)
+			wait_ms = (int)left;
+	}
+	return accept_backoff_timeout(&ms->backoff, now, wait_ms);
+}
+
+/* free_slot - an unused client slot, or NULL when all are taken */
+static struct metrics_client *
+free_slot(struct metrics_server *ms)
+{
+	for (size_t i = 0; i < METRICS_CLIENTS_MAX; i++)
+		if (ms->clients[i].fd < 0)
+			return &ms->clients[i];
+	return NULL;
+}
+
+/* accept_clients - take new scrapers while there is a slot */
+static void
+accept_clients(struct metrics_server *ms)
+{
+	struct metrics_client *c;
+
+	while ((c = free_slot(ms)) != NULL) {
+		int fd = accept_backoff_accept(ms->lfd, &ms->backoff, "metrics listener", io_now_ms());
+
+		if (fd < 0)
+			return;
+		c->fd = fd;
+		c->req = xmalloc(METRICS_REQUEST_MAX);
+		c->have = c->sent = 0;
+		c->deadline_ms = io_now_ms() + METRICS_REQUEST_MS;
+	}
+}
+
+/* request_status - the HTTP status for the request line in req */
+static const char *
+request_status(const char *req)
+{
 	if (strncmp(req, "GET ", 4) != 0)
-		status = "400 Bad Request";
-	else if (strncmp(req + 4, "/metrics ", 9) != 0 && strncmp(req + 4, "/ ", 2) != 0 &&
-		 strncmp(req + 4, "/metrics?", 9) != 0)
-		status = "404 Not Found";
+		return "400 Bad Request";
+	if (strncmp(req + 4, "/metrics ", 9) != 0 && strncmp(req + 4, "/ ", 2) != 0 &&
+	    strncmp(req + 4, "/metrics?", 9) != 0)
+		return "404 Not Found";
+	return "200 OK";
+}
+
+/* prepare_answer - c's request is done (or its time is up): build the answer, drop the request */
+static void
+prepare_answer(struct metrics_client *c, const char *status, const struct stats *st)
+{
+	struct buf body;
+
+	buf_init(&body, 0);
 	if (strcmp(status, "200 OK") == 0)
 		metrics_render(st, &body);
 	else
 		buf_appendf(&body, "%s\n", status);
-	buf_appendf(&head, "HTTP/1.0 %s\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\n"
+	buf_reset(&c->out);
+	buf_appendf(&c->out, "HTTP/1.0 %s\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\n"
 		    "Content-Length: %zu\r\nConnection: close\r\n\r\n", status, body.len);
-	send_bounded(fd, head.ptr, head.len);
-	send_bounded(fd, body.ptr, body.len);
-	buf_release(&head);
+	buf_append(&c->out, body.ptr, body.len);
 	buf_release(&body);
-	close(fd);
+	free(c->req);
+	c->req = NULL;
+	c->sent = 0;
+	c->deadline_ms = io_now_ms() + METRICS_ANSWER_MS;
+}
+
+enum request_state { REQ_MORE, REQ_WHOLE, REQ_GONE };
+
+/*
+ * read_request - read what c sent: REQ_WHOLE once the request's head is whole,
+ * cannot grow, or ended with the scraper's half-close after some bytes;
+ * REQ_GONE when it left without a byte or on an error; REQ_MORE otherwise
+ */
+static enum request_state
+read_request(struct metrics_client *c)
+{
+	for (;;) {
+		ssize_t n = recv(c->fd, c->req + c->have, METRICS_REQUEST_MAX - 1 - c->have, 0);
+
+		if (n < 0)
+			return errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR ? REQ_MORE
+											  : REQ_GONE;
+		if (n == 0)
+			return c->have > 0 ? REQ_WHOLE : REQ_GONE;
+		c->have += (size_t)n;
+		c->req[c->have] = '\0';
+		if (strstr(c->req, "\r\n\r\n") || strstr(c->req, "\n\n") ||
+		    c->have == METRICS_REQUEST_MAX - 1)
+			return REQ_WHOLE;
+	}
+}
+
+/* write_answer - write what fits of c's answer; true when all of it went or the scraper is gone */
+static bool
+write_answer(struct metrics_client *c)
+{
+	while (c->sent < c->out.len) {
+		ssize_t n = send(c->fd, c->out.ptr + c->sent, c->out.len - c->sent, MSG_NOSIGNAL);
+
+		if (n < 0)
+			return errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR;
+		c->sent += (size_t)n;
+	}
+	return true;
+}
+
+/*
+ * metrics_server_work - after the master's poll(): take new scrapers, read
+ * requests, write answers, end clients whose time is up. A request whose head
+ * has not come whole METRICS_REQUEST_MS after the connection gets 408; an
+ * answer not all taken METRICS_ANSWER_MS after it was ready is cut. Nothing
+ * here waits: a scraper that sends or reads a byte at a time costs a slot,
+ * not the master's time.
+ */
+void
+metrics_server_work(struct metrics_server *ms, const struct stats *st)
+{
+	if (ms->lfd < 0)
+		return;
+	accept_clients(ms);
+	for (size_t i = 0; i < METRICS_CLIENTS_MAX; i++) {
+		struct metrics_client *c = &ms->clients[i];
+
+		if (c->fd < 0)
+			continue;
+		if (!answering(c)) {
+			enum request_state rs = read_request(c);
+
+			if (rs == REQ_GONE) {
+				slot_release(c);
+				continue;
+			}
+			if (rs == REQ_WHOLE)
+				prepare_answer(c, request_status(c->req), st);
+			else if (io_now_ms() >= c->deadline_ms)
+				prepare_answer(c, "408 Request Timeout", st);
+			else
+				continue;	/* the rest of the request later */
+		}
+		if (write_answer(c) || io_now_ms() >= c->deadline_ms)
+			slot_release(c);
+	}
 }

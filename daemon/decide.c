@@ -208,6 +208,44 @@ notify_leftovers(const struct decide_ctx *ctx, struct message *m)
 	free(left);
 }
 
+/*
+ * defer_for_lost_copy - after reinjection: a copy the policy added (a bcc)
+ * that forward did not take has no reply of its own to carry its deferral,
+ * in LMTP mode above all, where every other recipient has its own. So the
+ * recipients it came with carry it: those delivered, discarded or
+ * quarantined are deferred, and the MTA's retry brings the copy again
+ * (their own copies may then arrive twice, which beats an archive copy
+ * lost with only a log line). The reply names no address: who gets a bcc is
+ * the postmaster's business, not the sender's, whose delay notice would
+ * quote it; the log names it.
+ */
+static void
+defer_for_lost_copy(struct message *m)
+{
+	static const char deferred[] = "451 4.3.0 a copy of the message could not be delivered, "
+				       "try again later";
+	bool lost = false;
+
+	for (size_t i = 0; i < m->nrcpts; i++) {
+		struct recipient *r = &m->rcpts[i];
+		char *addr, *why;
+
+		if (!r->added || (r->code != 0 && r->code / 100 != 4))
+			continue;
+		addr = esc_logs(r->addr);
+		why = esc_logs(r->reply != NULL ? r->reply : "no reply");
+		log_warnx("%s: the copy the policy added for <%s> was not delivered (%s): "
+			  "deferring the message", m->id, addr, why);
+		free(addr);
+		free(why);
+		message_set_own_reply(r, 451, deferred);	/* what an SMTP reply may quote */
+		lost = true;
+	}
+	for (size_t i = 0; lost && i < m->nrcpts; i++)
+		if (!m->rcpts[i].added && m->rcpts[i].code / 100 == 2)
+			message_set_own_reply(&m->rcpts[i], 451, deferred);
+}
+
 /* decide_message - see decide.h */
 void
 decide_message(const struct decide_ctx *ctx, struct message *m)
@@ -238,6 +276,7 @@ decide_message(const struct decide_ctx *ctx, struct message *m)
 	start = stats_now_us();
 	reinject_message(ctx->ds, ctx->cfg, ctx->lc, ctx->client, m);
 	stats_observe(ctx->lc->name, STAGE_REINJECT, stats_now_us() - start);
+	defer_for_lost_copy(m);
 	if (!ctx->lc->is_lmtp)
 		notify_leftovers(ctx, m);
 }

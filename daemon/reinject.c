@@ -572,6 +572,16 @@ abort_tx(struct downstream *ds, int data_code)
 		reset_downstream(ds);
 }
 
+/* added_deferred - a copy the policy added (bcc) among t's recipients has no success */
+static bool
+added_deferred(const struct tx *t)
+{
+	for (size_t i = 0; i < t->nrcpts; i++)
+		if (t->rcpts[i]->added && (t->rcpts[i]->code == 0 || t->rcpts[i]->code / 100 == 4))
+			return true;
+	return false;
+}
+
 /*
  * run_tx - one downstream transaction; see reinject.h for the rules
  *
@@ -643,8 +653,12 @@ run_tx(struct downstream *ds, const struct config *cfg, const struct listener_cf
 		abort_tx(ds, ds->pipelining ? r.code : 0);
 		goto out;
 	}
-	if (!lc->is_lmtp && temp > 0) {
-		/* one reply for all: nobody may get a copy now, all are retried */
+	if (temp > 0 && (!lc->is_lmtp || added_deferred(t))) {
+		/*
+		 * One reply for all (SMTP), or a copy the policy added that has no
+		 * reply to carry its deferral (LMTP; see defer_for_lost_copy in
+		 * decide.c): nobody may get a copy now, all are retried.
+		 */
 		abort_tx(ds, ds->pipelining ? r.code : 0);
 		for (size_t i = 0; i < t->nrcpts; i++)
 			if (t->rcpts[i]->code / 100 == 2) {
@@ -849,8 +863,9 @@ same_copy(const struct message *m, const struct recipient *a, const struct recip
 /*
  * deliver_copy - one downstream transaction for the recipients of one copy
  *
- * Returns false when, in SMTP mode, a recipient was deferred: the caller
- * defers the copies not sent yet too, since our client hears one reply.
+ * Returns false when, in SMTP mode, a recipient was deferred, or in LMTP mode
+ * a copy the policy added was: the caller defers the copies not sent yet
+ * too, since the whole message will come again.
  */
 static bool
 deliver_copy(struct downstream *ds, const struct config *cfg, const struct listener_cfg *lc,
@@ -879,7 +894,7 @@ deliver_copy(struct downstream *ds, const struct config *cfg, const struct liste
 	for (size_t i = 0; i < n; i++)
 		deferred |= rcpts[i]->code == 0 || rcpts[i]->code / 100 == 4;
 	buf_release(&prefix);
-	return lc->is_lmtp || !deferred;
+	return lc->is_lmtp ? !added_deferred(&t) : !deferred;
 }
 
 /*

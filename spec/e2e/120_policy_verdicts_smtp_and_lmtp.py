@@ -28,6 +28,11 @@ to its own sink. Pinned behaviour:
     untagged, and tagged ones) -> two downstream transactions, each recipient
     gets exactly one copy with its own header, the body byte-identical;
     X-Spam-* fields sent by the client are removed by P.score;
+  a bcc copy that forward defers (450): the message is deferred, in LMTP
+    each recipient's reply (the copy has none of its own), before anyone got
+    a copy (so the retry brings no duplicate), with a reply that does not
+    name the bcc address; the summary says result=deferred and a warning
+    names the copy and forward's reply;
   P.redirect and P.bcc: the redirected recipient's copy goes to the new
     address, the bcc address gets a copy, the client hears one reply per
     original recipient (one in SMTP) and nothing more;
@@ -125,6 +130,12 @@ return P.policy {
   P.bcc { to = "archive@example.net" },
 }
 ''',
+    "lostcopy.lua": r'''
+local P = require "postern"
+return P.policy {
+  P.bcc { to = "tempfail-archive@example.net" },
+}
+''',
     "bypass.lua": r'''
 local P = require "postern"
 return P.policy {
@@ -178,7 +189,7 @@ for name, text in POLICIES.items():
     with open(os.path.join(POLICY_DIR, name), "w") as f:
         f.write(text)
 
-sinks = {name: Sink(name=name) for name in ("v", "edits", "route", "bypass", "inspect")}
+sinks = {name: Sink(name=name) for name in ("v", "edits", "route", "lost", "bypass", "inspect")}
 
 
 def fwd(name):
@@ -191,6 +202,8 @@ listeners = {
     "edits": {"policy": "edits.lua", "forward": fwd("edits"), "workers": 1},
     "route": {"policy": "route.lua", "forward": fwd("route"), "workers": 1},
     "route_l": {"policy": "route.lua", "forward": fwd("route"), "workers": 1, "protocol": "lmtp"},
+    "lost": {"policy": "lostcopy.lua", "forward": fwd("lost"), "workers": 1},
+    "lost_l": {"policy": "lostcopy.lua", "forward": fwd("lost"), "workers": 1, "protocol": "lmtp"},
     "bypass": {"policy": "bypass.lua", "forward": fwd("bypass"), "workers": 1},
     "bypass_l": {"policy": "bypass.lua", "forward": fwd("bypass"), "workers": 1,
                  "protocol": "lmtp"},
@@ -545,6 +558,30 @@ for listener in ("route", "route_l"):
             r"hits=redirect:redirected@example\.net,bcc:archive@example\.net result=passed ",
             line, "%s redirect+bcc: the log line lists the original recipients and both rules"
             % mode)
+
+
+# ---------------------------------------------------------------- a bcc copy forward defers
+# The copy has no reply of its own; the recipients it came with carry its deferral, so that
+# the MTA's retry brings it again. The reply does not quote the bcc address.
+for listener in ("lost", "lost_l"):
+    lmtp = listener == "lost_l"
+    mode = "LMTP" if lmtp else "SMTP"
+    tok, original = make("bcc deferred")
+    log_at = len(pd.log())
+    r = transact(listener, ["one@example.com", "two@example.com"], original)
+    replies = r if lmtp else [r]
+    t.eq([x.code // 100 for x in replies], [4] * len(replies),
+         "%s bcc copy deferred by forward: the message is deferred (%s)"
+         % (mode, "each recipient" if lmtp else "the one reply"), replies)
+    t.eq(copies("lost", tok), [],
+         "%s bcc copy deferred: nobody got a copy yet, so the retry brings no duplicate" % mode)
+    t.ok(all("tempfail-archive" not in " ".join(x.lines) for x in replies),
+         "%s bcc copy deferred: the reply does not name the bcc address" % mode, replies)
+    line = pd.summary_line(listener, mail_id(replies[0]))
+    t.match(r" result=deferred ", line, "%s bcc copy deferred: the summary says deferred" % mode)
+    t.ok(pd.wait_log(r"the copy the policy added for <tempfail-archive@example\.net> was not "
+                     r"delivered \(450 ", 5, after=log_at) is not None,
+         "%s bcc copy deferred: the log names the copy and forward's reply" % mode)
 
 
 # ---------------------------------------------------------------- P.bypass

@@ -215,9 +215,11 @@ notify_leftovers(const struct decide_ctx *ctx, struct message *m)
  * recipients it came with carry it: those delivered, discarded or
  * quarantined are deferred, and the MTA's retry brings the copy again
  * (their own copies may then arrive twice, which beats an archive copy
- * lost with only a log line). The reply names no address: who gets a bcc is
- * the postmaster's business, not the sender's, whose delay notice would
- * quote it; the log names it.
+ * lost with only a log line). When every one of them was refused for good,
+ * they are deferred too, as SMTP mode's one reply does: a refusal the retry
+ * repeats, rather than a copy nobody retries. The reply names no address:
+ * who gets a bcc is the postmaster's business, not the sender's, whose
+ * delay notice would quote it; the log names it.
  */
 static void
 defer_for_lost_copy(struct message *m)
@@ -241,8 +243,16 @@ defer_for_lost_copy(struct message *m)
 		message_set_own_reply(r, 451, deferred);	/* what an SMTP reply may quote */
 		lost = true;
 	}
-	for (size_t i = 0; lost && i < m->nrcpts; i++)
+	if (!lost)
+		return;
+	for (size_t i = 0; i < m->nrcpts; i++)
 		if (!m->rcpts[i].added && m->rcpts[i].code / 100 == 2)
+			message_set_own_reply(&m->rcpts[i], 451, deferred);
+	for (size_t i = 0; i < m->nrcpts; i++)
+		if (!m->rcpts[i].added && (m->rcpts[i].code == 0 || m->rcpts[i].code / 100 == 4))
+			return;		/* someone carries the deferral */
+	for (size_t i = 0; i < m->nrcpts; i++)
+		if (!m->rcpts[i].added)
 			message_set_own_reply(&m->rcpts[i], 451, deferred);
 }
 

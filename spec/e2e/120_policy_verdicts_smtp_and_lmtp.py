@@ -32,7 +32,8 @@ to its own sink. Pinned behaviour:
     each recipient's reply (the copy has none of its own), before anyone got
     a copy (so the retry brings no duplicate), with a reply that does not
     name the bcc address; the summary says result=deferred and a warning
-    names the copy and forward's reply;
+    names the copy and forward's reply; deferred too when the policy refused
+    every recipient (the retry repeats the refusal, the copy gets its retry);
   P.redirect and P.bcc: the redirected recipient's copy goes to the new
     address, the bcc address gets a copy, the client hears one reply per
     original recipient (one in SMTP) and nothing more;
@@ -136,6 +137,13 @@ return P.policy {
   P.bcc { to = "tempfail-archive@example.net" },
 }
 ''',
+    "lostcopy_reject.lua": r'''
+local P = require "postern"
+return P.policy {
+  P.bcc { to = "tempfail-archive@example.net" },
+  function(msg) return P.reject { code = 550, enh = "5.7.1", text = "not wanted" } end,
+}
+''',
     "bypass.lua": r'''
 local P = require "postern"
 return P.policy {
@@ -204,6 +212,9 @@ listeners = {
     "route_l": {"policy": "route.lua", "forward": fwd("route"), "workers": 1, "protocol": "lmtp"},
     "lost": {"policy": "lostcopy.lua", "forward": fwd("lost"), "workers": 1},
     "lost_l": {"policy": "lostcopy.lua", "forward": fwd("lost"), "workers": 1, "protocol": "lmtp"},
+    "lostrej": {"policy": "lostcopy_reject.lua", "forward": fwd("lost"), "workers": 1},
+    "lostrej_l": {"policy": "lostcopy_reject.lua", "forward": fwd("lost"), "workers": 1,
+                  "protocol": "lmtp"},
     "bypass": {"policy": "bypass.lua", "forward": fwd("bypass"), "workers": 1},
     "bypass_l": {"policy": "bypass.lua", "forward": fwd("bypass"), "workers": 1,
                  "protocol": "lmtp"},
@@ -582,6 +593,21 @@ for listener in ("lost", "lost_l"):
     t.ok(pd.wait_log(r"the copy the policy added for <tempfail-archive@example\.net> was not "
                      r"delivered \(450 ", 5, after=log_at) is not None,
          "%s bcc copy deferred: the log names the copy and forward's reply" % mode)
+
+# ... also when the policy refused every recipient: a refusal the retry repeats, rather than
+# a copy nobody retries (SMTP mode's one reply always did that)
+for listener in ("lostrej", "lostrej_l"):
+    lmtp = listener == "lostrej_l"
+    mode = "LMTP" if lmtp else "SMTP"
+    tok, original = make("bcc deferred, all refused")
+    r = transact(listener, ["one@example.com", "two@example.com"], original)
+    replies = r if lmtp else [r]
+    t.eq([x.code // 100 for x in replies], [4] * len(replies),
+         "%s bcc copy deferred, every recipient refused by the policy: deferred, not refused"
+         % mode, replies)
+    t.ok(all("tempfail-archive" not in " ".join(x.lines) for x in replies),
+         "%s bcc copy deferred, every recipient refused: the reply does not name the bcc address"
+         % mode, replies)
 
 
 # ---------------------------------------------------------------- P.bypass

@@ -31,6 +31,7 @@
 #include "metrics.h"
 #include "spool.h"
 #include "stats.h"
+#include "util/proc.h"
 #include "util/xalloc.h"
 
 #define MAX_OVERRIDES	64
@@ -171,34 +172,6 @@ check_spool_writable(const struct config *cfg)
 }
 
 /* daemonize - detach from the terminal (without -f) */
-/*
- * open_standard_fds - give descriptors 0, 1 and 2 a file if they have none
- *
- * Started with one of them closed (a supervisor's or a shell's "<&-"), the
- * first socket or spool file we open would take that number, and our log
- * lines on stderr, or a library's stray printf, would go into an SMTP session
- * or a message. /dev/null takes the free ones first, as Postfix's and
- * OpenSMTPD's daemons do at start.
- */
-static void
-open_standard_fds(void)
-{
-	for (int want = 0; want <= STDERR_FILENO; want++) {
-		int fd;
-
-		if (fcntl(want, F_GETFD) >= 0 || errno != EBADF)
-			continue;
-		if ((fd = open("/dev/null", O_RDWR)) < 0) {
-			fprintf(stderr, "posternd: /dev/null: %s\n", strerror(errno));
-			exit(1);
-		}
-		if (fd != want) {	/* a lower one was free: cannot happen, we go upwards */
-			close(fd);
-			exit(1);
-		}
-	}
-}
-
 static void
 daemonize(void)
 {
@@ -238,7 +211,7 @@ main(int argc, char **argv)
 	gid_t gid = 0;
 	int ch, rc, n;
 
-	open_standard_fds();
+	open_standard_fds("posternd");
 	while ((ch = getopt(argc, argv, "c:dfko:tVh")) != -1) {
 		switch (ch) {
 		case 'c': path = optarg; break;

@@ -37,6 +37,7 @@
 #include "postfix_config.h"
 #include "quarantine_admin.h"
 #include "util/esc.h"
+#include "util/proc.h"
 #include "util/xalloc.h"
 
 struct command;
@@ -337,6 +338,7 @@ main(int argc, char **argv)
 	struct context ctx = { .config_path = DEFAULT_CONFIG };
 	int ch, used = 0;
 
+	open_standard_fds("postern");
 	/* "+": options end at the command, whose own options are its business */
 	while ((ch = getopt(argc, argv, "+c:hV")) != -1) {
 		switch (ch) {

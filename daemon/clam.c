@@ -183,6 +183,7 @@ is_temp_name(const char *name)
 }
 
 static void note_outcome(struct clam_result *r, cl_error_t rc, const char *virname);
+static void limit_hit(struct clam_result *r, const char *name);
 
 /* a RAR member listed from its headers by daemon/rar.c, not by libclamav */
 #define RAR_OWN_LISTING	UINT_MAX
@@ -623,7 +624,15 @@ note_outcome(struct clam_result *r, cl_error_t rc, const char *virname)
 {
 	if (rc == CL_CLEAN || r->status == CLAM_INFECTED)
 		return;
-	if (rc == CL_VIRUS && virname != NULL && is_incomplete(virname)) {
+	/*
+	 * A detection always has a name. libclamav answers CL_VIRUS without one
+	 * when it stops at a limit before its scan context exists (a file over
+	 * MaxFileSize with the limits heuristic on): that is a scan that did not
+	 * happen, never a virus, or clean mail over the limit would be "infected".
+	 */
+	if (rc == CL_VIRUS && virname == NULL)
+		virname = "Heuristics.Limits.Exceeded (libclamav named no signature)";
+	if (rc == CL_VIRUS && is_incomplete(virname)) {
 		if (r->status == CLAM_CLEAN) {
 			r->status = CLAM_ERROR;
 			r->incomplete = true;
@@ -634,7 +643,7 @@ note_outcome(struct clam_result *r, cl_error_t rc, const char *virname)
 		r->error = NULL;
 		r->incomplete = false;
 		r->status = CLAM_INFECTED;
-		r->virus = xstrdup(virname ? virname : "unknown");
+		r->virus = xstrdup(virname);
 	} else if (r->status == CLAM_CLEAN) {
 		r->status = CLAM_ERROR;
 		r->incomplete = rc == CL_ETIMEOUT || rc == CL_EMAXREC || rc == CL_EMAXSIZE ||
@@ -660,6 +669,11 @@ scan_whole(const struct clam_engine *e, int fd, off_t size, bool parse_mail,
 	cl_fmap_t *map;
 	cl_error_t rc;
 
+	/* libclamav would skip it unnamed (see note_outcome); say which limit */
+	if (SCAN_PREFIX_LEN + (size_t)size > e->max_file_size) {
+		limit_hit(r, "Heuristics.Limits.Exceeded.MaxFileSize");
+		return 0;	/* the parts may still be scanned, one by one */
+	}
 	scan_options(&opts);
 	if (!parse_mail)
 		opts.parse &= ~CL_SCAN_PARSE_MAIL;

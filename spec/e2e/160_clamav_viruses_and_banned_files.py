@@ -65,6 +65,10 @@ Postern.Test.Blob.Hash (a binary blob generated here). Pinned behaviour:
     a message with both a too-deep zip and EICAR (either order) is a virus
     (discarded, hit clamav:NAME), never "Unchecked" and delivered: an
     incomplete part must not hide a detection elsewhere in the message;
+  a clean message larger than clamav.max_file_size (16K, a 24 KiB
+    attachment) is incomplete, not a virus: 451 4.7.0, hits clamav:unchecked,
+    the log names Heuristics.Limits.Exceeded.MaxFileSize, not delivered; a
+    4 KiB attachment under that limit passes;
   posternd -t says "clamav: 4 signatures load from DIR";
   a reload that sets clamav.database (none at start) loads the signatures,
     makes the scan directory and catches EICAR;
@@ -752,6 +756,28 @@ for value, want in (("tempfail", r"^451 4\.7\.0 id=\w+, Virus scan incomplete, t
     t.ok(r.code == 250 and len(got) == 1 and values(got[0][1], "X-Virus-Status") == [],
          "max_recursion = 2 (%s): a plain message is scanned clean and delivered" % value,
          "%r %r" % (r, [values(x[1], "X-Virus-Status") for x in got]))
+
+# ---------------------------------------------------------------- limits: a message over max_file_size
+# libclamav skips a file over MaxFileSize with CL_VIRUS and no signature
+# name; that is a scan that did not happen, so clean mail over the limit must
+# be "incomplete" (451 by default), never a virus that is discarded.
+big = Posternd({"inc": {"policy": "inc.lua", "forward": FWD, "workers": 1}},
+               settings={"clamav": dict(max_file_size="16K", database=database("db-big"), **PARSER)})
+ALL.append(big)
+BIG_CLEAN = bytes((i * 7 + i // 251) % 256 for i in range(24 * 1024))
+tok, data = make("over max_file_size", parts=[("data.bin", "application/octet-stream", BIG_CLEAN)])
+r = transact(big.ports["inc"], ["user@example.com"], data)
+t.match(r"^451 4\.7\.0 id=\w+, Virus scan incomplete, try again later$", r.text,
+        "clean mail over clamav.max_file_size: incomplete, 451 4.7.0 (not a virus)")
+t.match(r" hits=clamav:unchecked ", big.summary_line("inc", mail_id(r)),
+        "over max_file_size: the log line hits clamav:unchecked, not clamav:unknown")
+t.match(r"clamav: scan incomplete: Heuristics\.Limits\.Exceeded\.MaxFileSize \(tempfail\)", big.log(),
+        "over max_file_size: the log names the limit")
+t.eq(len(copies(tok)), 0, "over max_file_size, 451: not delivered")
+tok, data = make("under max_file_size", parts=[("data.bin", "application/octet-stream", BIG_CLEAN[:4096])])
+r = transact(big.ports["inc"], ["user@example.com"], data)
+t.ok(r.code == 250 and len(copies(tok)) == 1,
+     "max_file_size = 16K: a 4 KiB attachment is scanned clean and delivered", r)
 
 # ---------------------------------------------------------------- a corrupt signature file
 BROKEN = "postern-broken.ndb"

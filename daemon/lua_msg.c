@@ -732,26 +732,80 @@ msg_index(lua_State *L)
 }
 
 /*
+ * raw_field - push t[key] without metamethods
+ *
+ * The chain's return value is read after the policy's limits are off
+ * (policy_run): an __index there would run policy code unguarded, so
+ * verdict tables are read as the plain tables P.reject{} and friends make.
+ */
+static int
+raw_field(lua_State *L, int idx, const char *key)
+{
+	lua_pushstring(L, key);
+	return lua_rawget(L, idx);
+}
+
+/* is_enhanced_code - "C.SSS.DDD" of RFC 3463: digits only, class as given */
+static bool
+is_enhanced_code(const char *enh, int class)
+{
+	const char *p = enh;
+
+	if (*p++ != '0' + class || *p++ != '.')
+		return false;
+	for (int part = 0; part < 2; part++) {
+		int digits = 0;
+
+		while (*p >= '0' && *p <= '9' && digits < 4) {
+			p++;
+			digits++;
+		}
+		if (digits == 0 || digits > 3 || (digits > 1 && p[-digits] == '0'))
+			return false;
+		if (part == 0 && *p++ != '.')
+			return false;
+	}
+	return *p == '\0';
+}
+
+/* text_field - a text-like field: nil (NULL), a string or a number; -1 for anything else */
+static int
+text_field(lua_State *L, int idx, const char *key, const char **value)
+{
+	int type = raw_field(L, idx, key);
+
+	*value = NULL;
+	if (type == LUA_TNIL)
+		return 0;
+	if (type != LUA_TSTRING && type != LUA_TNUMBER)
+		return -1;
+	*value = lua_tostring(L, -1);	/* the copy on the stack, not the table's value */
+	return 0;
+}
+
+/*
  * verdict_from - a verdict value: "pass", "discard", "quarantine", "reject",
  * "tempfail", or a table { verdict = ..., code = ..., enh = ..., text = ...,
  * reason = ... } as P.reject{} and friends make.
  *
  * Returns 0 with *v and *reply_r (malloc'ed or NULL: the reply of a reject
  * or tempfail, the reason of a quarantine), or -1 with a static message.
+ * Runs no Lua code (see raw_field).
  */
 static int
 verdict_from(lua_State *L, int idx, enum verdict *v, char **reply_r, const char **why_r)
 {
 	static const char *const names[] = { "pass", "discard", "quarantine", "reject", "tempfail", NULL };
-	const char *name, *text = NULL, *enh = NULL;
+	const char *name, *text = NULL, *enh = NULL, *reason = NULL;
 	lua_Integer code = 0;
+	bool has_code = false;
 	int i, top = lua_gettop(L), rc = -1;
 
 	*reply_r = NULL;
 	idx = lua_absindex(L, idx);
 	/* lua_tostring would turn a number into a string in place: check the type first */
 	if (lua_type(L, idx) == LUA_TTABLE) {
-		lua_getfield(L, idx, "verdict");
+		raw_field(L, idx, "verdict");
 		name = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : NULL;
 		lua_pop(L, 1);		/* the table keeps the string alive */
 	} else
@@ -767,21 +821,36 @@ verdict_from(lua_State *L, int idx, enum verdict *v, char **reply_r, const char 
 	/* the fields stay on the stack until the end: their strings are used until then */
 	*v = (enum verdict)i;
 	if (lua_type(L, idx) == LUA_TTABLE) {
-		lua_getfield(L, idx, "code");
-		code = lua_tointeger(L, -1);
-		lua_getfield(L, idx, "enh");
-		enh = lua_tostring(L, -1);
-		lua_getfield(L, idx, "text");
-		text = lua_tostring(L, -1);
-		lua_getfield(L, idx, "reason");
-		if (*v == VERDICT_QUARANTINE && lua_tostring(L, -1) != NULL)
-			*reply_r = xstrdup(lua_tostring(L, -1));
+		int isnum = 1;
+
+		if ((has_code = raw_field(L, idx, "code") != LUA_TNIL) &&
+		    (lua_type(L, -1) != LUA_TNUMBER || (code = lua_tointegerx(L, -1, &isnum), !isnum))) {
+			*why_r = "code must be a whole number: a 5xx reply code for reject, 4xx for tempfail";
+			goto out;
+		}
+		if (raw_field(L, idx, "enh") != LUA_TNIL) {
+			if (lua_type(L, -1) != LUA_TSTRING) {
+				*why_r = "enh must be a string, an enhanced status code such as \"5.7.1\"";
+				goto out;
+			}
+			enh = lua_tostring(L, -1);
+		}
+		if (text_field(L, idx, "text", &text) < 0) {
+			*why_r = "text must be a string";
+			goto out;
+		}
+		if (text_field(L, idx, "reason", &reason) < 0) {
+			*why_r = "reason must be a string";
+			goto out;
+		}
+		if (*v == VERDICT_QUARANTINE && reason != NULL)
+			*reply_r = xstrdup(reason);
 	}
 	if (*v != VERDICT_REJECT && *v != VERDICT_TEMPFAIL) {
 		rc = 0;
 		goto out;
 	}
-	if (code == 0)
+	if (!has_code)
 		code = *v == VERDICT_REJECT ? 554 : 451;
 	if ((*v == VERDICT_REJECT && (code < 500 || code > 599)) ||
 	    (*v == VERDICT_TEMPFAIL && (code < 400 || code > 499))) {
@@ -790,14 +859,9 @@ verdict_from(lua_State *L, int idx, enum verdict *v, char **reply_r, const char 
 	}
 	if (enh == NULL)
 		enh = *v == VERDICT_REJECT ? "5.7.1" : "4.7.1";
-	{
-		int a, b, c, n = 0;
-
-		if (sscanf(enh, "%1d.%3d.%3d%n", &a, &b, &c, &n) != 3 || enh[n] != '\0' ||
-		    a != code / 100) {
-			*why_r = "enh must be an enhanced status code of the reply's class, e.g. \"5.7.1\"";
-			goto out;
-		}
+	if (!is_enhanced_code(enh, (int)(code / 100))) {
+		*why_r = "enh must be an enhanced status code of the reply's class, e.g. \"5.7.1\"";
+		goto out;
 	}
 	if (text == NULL)
 		text = *v == VERDICT_REJECT ? "Message rejected by policy" : "Try again later";
@@ -812,6 +876,10 @@ verdict_from(lua_State *L, int idx, enum verdict *v, char **reply_r, const char 
 			*p = '?';		/* RFC 5321 4.2: printable ASCII in replies */
 	rc = 0;
 out:
+	if (rc < 0) {
+		free(*reply_r);
+		*reply_r = NULL;
+	}
 	lua_settop(L, top);
 	return rc;
 }
@@ -843,9 +911,16 @@ rcpt_decide_as(lua_State *L, const char *verdict)
 	/* rcpt:reject("text", 550, "5.7.1") or rcpt:reject{ text = ..., code = ... } */
 	lua_settop(L, 4);
 	if (lua_type(L, 2) == LUA_TTABLE) {
+		/* a copy: the caller's table (often a shared P.tempfail{...}) is not ours to change */
+		static const char *const fields[] = { "code", "enh", "text", "reason" };
+
+		lua_createtable(L, 0, 5);
+		for (size_t i = 0; i < sizeof(fields) / sizeof(fields[0]); i++) {
+			raw_field(L, 2, fields[i]);
+			lua_setfield(L, -2, fields[i]);
+		}
 		lua_pushstring(L, verdict);
-		lua_setfield(L, 2, "verdict");
-		lua_pushvalue(L, 2);
+		lua_setfield(L, -2, "verdict");
 	} else {
 		lua_createtable(L, 0, 4);
 		lua_pushstring(L, verdict);

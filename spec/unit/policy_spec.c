@@ -463,6 +463,37 @@ recipients_take_verdicts_and_replies(void)
 	policy_free(p);
 }
 
+/* rcpt:reject(tbl) decides with a copy: a shared verdict table keeps its own verdict */
+static void
+rcpt_verdict_methods_leave_the_table_alone(void)
+{
+	struct policy *p = must_load("shared.lua", PRELUDE
+		"local LATER = P.tempfail('try later')\n"
+		"return function(msg)\n"
+		"  msg.recipients[1]:reject(LATER)\n"
+		"  say(msg, 'shared', LATER.verdict)\n"
+		"  return LATER\n"
+		"end\n");
+	struct message *m;
+	char *error;
+
+	if (p == NULL)
+		return;
+	for (int round = 1; round <= 2; round++) {
+		m = make_message("s@example.org", "a@example.net b@example.net", plain_msg);
+		is_int(run(p, m, &error), 0, "shared verdict table, message %d: runs", round);
+		if (error)
+			printf("# %s\n", error);
+		is_str(said(m, "shared"), "tempfail", "message %d: rcpt:reject(LATER) leaves "
+		       "LATER.verdict as it was", round);
+		is_str(m->rcpts[0].policy_reply, "554 5.7.1 try later",
+		       "message %d: a: rejected with LATER's text", round);
+		is_int(m->rcpts[1].verdict, VERDICT_TEMPFAIL, "message %d: b: LATER still defers", round);
+		message_free(m);
+	}
+	policy_free(p);
+}
+
 /* 400 x's: the longest reply text */
 #define REP40	"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"
 #define REP400	REP40 REP40 REP40 REP40 REP40 REP40 REP40 REP40 REP40 REP40
@@ -497,6 +528,27 @@ chain_results(void)
 		  NULL, "an overlong reply text is cut at 400 bytes" },
 		{ "P.reject('two\\r\\nlines')", 0, VERDICT_REJECT, "554 5.7.1 two??lines", NULL,
 		  "CR and LF in a reply text become ?" },
+		/* the result is read after the limits are off: no metamethod may run then */
+		{ "setmetatable({}, { __index = function() error('boom') end })", -1, VERDICT_PASS,
+		  NULL, "a verdict is", "a table whose __index raises is read raw: an error, no crash" },
+		{ "setmetatable({}, { __index = function() return 'reject' end })", -1, VERDICT_PASS,
+		  NULL, "a verdict is", "a verdict table's __index is not called" },
+		{ "P.reject { code = 'abc' }", -1, VERDICT_PASS, NULL, "whole number",
+		  "a code that is not a number is an error, not the default" },
+		{ "P.reject { code = 550.5 }", -1, VERDICT_PASS, NULL, "whole number",
+		  "a fractional code is an error" },
+		{ "P.tempfail { code = 0 }", -1, VERDICT_PASS, NULL, "4xx for tempfail",
+		  "code 0 is an error, not the default" },
+		{ "P.reject { enh = '5.-1.+2' }", -1, VERDICT_PASS, NULL, "enhanced status",
+		  "an enh with signs is an error" },
+		{ "P.reject { enh = '5. 7. 1' }", -1, VERDICT_PASS, NULL, "enhanced status",
+		  "an enh with blanks is an error" },
+		{ "P.reject { enh = '5.07.1' }", -1, VERDICT_PASS, NULL, "enhanced status",
+		  "an enh with a leading zero is an error (RFC 3463)" },
+		{ "P.reject { text = {} }", -1, VERDICT_PASS, NULL, "text must be a string",
+		  "a table as text is an error" },
+		{ "P.reject { code = 550.0, enh = '5.7.10', text = 42 }", 0, VERDICT_REJECT,
+		  "550 5.7.10 42", NULL, "a whole float code, a two-digit detail and a number as text" },
 	};
 
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
@@ -1195,6 +1247,7 @@ main(void)
 	msg_reads_header_envelope_and_client();
 	client_without_xforward();
 	recipients_take_verdicts_and_replies();
+	rcpt_verdict_methods_leave_the_table_alone();
 	chain_results();
 	all_decided_ignores_added_copies();
 	edits_land_in_the_message();

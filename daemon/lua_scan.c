@@ -17,10 +17,14 @@
 #include "clam.h"
 #include "lua_msg.h"
 #include "mime.h"
+#include "policy.h"
 #include "spamd.h"
 #include "spool.h"
 #include "stats.h"
 #include "util/xalloc.h"
+
+/* libclamav looks at the clock between steps: a scan may end a little past its limit */
+#define SCAN_TIME_SLACK_MS	2000
 
 /* ensure_scan - the message's ClamAV result, scanning on first use; NULL without an engine */
 static const struct clam_result *
@@ -36,7 +40,10 @@ ensure_scan(lua_State *L, struct policy_input *in)
 					       NULL;
 
 		m->clam = xcalloc(1, sizeof(*m->clam));
+		/* bounded by clamav.max_scan_time, which the policy's own time does not pay for */
+		policy_wait_begin(L, in->cfg->clamav.max_scan_time_ms + SCAN_TIME_SLACK_MS);
 		clam_scan(in->clam, spool_fd(m->spool), spool_size(m->spool), tree, m->clam);
+		policy_wait_end(L);
 		stats_observe(in->listener, STAGE_CLAMAV, m->clam->elapsed_ms * 1000LL);
 		if (m->clam->status == CLAM_ERROR)
 			stats_error(in->listener, ERR_CLAMAV);
@@ -184,6 +191,7 @@ msg_spamd(lua_State *L)
 	struct policy_input *in = lua_msg_check(L, 1);
 	const char *user = NULL;
 	struct spamd_result r;
+	struct spamd_cfg spamd;
 	bool report = false;
 	char *error = NULL;
 	lua_Integer n = 0;
@@ -206,17 +214,31 @@ msg_spamd(lua_State *L)
 	}
 	lua_getiuservalue(L, 1, 1);
 	lua_pushfstring(L, "spamd:%s:%s", user ? user : "", report ? "r" : "s");
-	if (lua_rawget(L, -2) == LUA_TTABLE)
+	lua_pushvalue(L, -1);
+	switch (lua_rawget(L, -3)) {
+	case LUA_TTABLE:
 		return 1;
-	lua_pop(L, 1);
-	rc = spamd_check(&in->cfg->spamd, spool_fd(in->m->spool), spool_size(in->m->spool), user,
+	case LUA_TSTRING:	/* it failed before: once per message, not once per call */
+		lua_pushnil(L);
+		lua_insert(L, -2);
+		return 2;
+	}
+	lua_pop(L, 2);
+	/* stack: ..., cache */
+	spamd = in->cfg->spamd;
+	spamd.timeout_ms = policy_wait_begin(L, spamd.timeout_ms);
+	rc = spamd_check(&spamd, spool_fd(in->m->spool), spool_size(in->m->spool), user,
 			 report, &r, &error);
+	policy_wait_end(L);
 	stats_observe(in->listener, STAGE_SPAMD, r.elapsed_ms * 1000LL);
 	if (rc < 0) {
 		stats_error(in->listener, ERR_SPAMD);
 		lua_pushnil(L);
 		lua_pushstring(L, error);
 		free(error);
+		lua_pushfstring(L, "spamd:%s:%s", user ? user : "", report ? "r" : "s");
+		lua_pushvalue(L, -2);
+		lua_rawset(L, -5);	/* the cache table: cache, nil, error */
 		return 2;
 	}
 	lua_createtable(L, 0, 6);

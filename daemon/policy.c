@@ -55,6 +55,9 @@ struct policy {
 	long long steps_left;		/* instruction budget left, in HOOK_STEPs */
 	const char *fired;		/* which limit fired, or NULL */
 	bool	spent;			/* a limit fired: this state must not run again */
+	long long watchdog_at;		/* monotonic time the watchdog fires, 0: not armed */
+	long long wait_credit_ms;	/* scanner waiting this run may still not count */
+	long long wait_started_ms;	/* a scanner's wait began here, 0: none */
 };
 
 /* policy_of - the policy a state belongs to (kept in its extra space) */
@@ -181,6 +184,8 @@ arm(struct policy *p)
 {
 	p->fired = NULL;
 	p->deadline_ms = io_now_ms() + p->cfg->policy_timeout_ms;
+	p->wait_credit_ms = p->cfg->clamav.max_scan_time_ms + p->cfg->spamd.timeout_ms;
+	p->wait_started_ms = 0;
 	p->steps_left = p->cfg->policy_instruction_limit / HOOK_STEP + 1;
 	p->armed = true;
 	lua_sethook(p->L, policy_hook, LUA_MASKCOUNT, HOOK_STEP);
@@ -191,6 +196,69 @@ static void
 disarm(struct policy *p)
 {
 	p->armed = false;
+}
+
+/* arm_watchdog, disarm_watchdog - the watchdog of one message's run (see watchdog) */
+static void
+arm_watchdog(struct policy *p, long ms)
+{
+	p->watchdog_at = io_now_ms() + ms;
+	watchdog(ms);
+}
+
+static void
+disarm_watchdog(struct policy *p)
+{
+	p->watchdog_at = 0;
+	watchdog(0);
+}
+
+/*
+ * policy_wait_begin - see policy.h
+ *
+ * policy_timeout is the policy's own time: a spamd that takes 20 s of its
+ * 30 s spamd.timeout must end in msg:spamd's nil and P.spamd's on_error,
+ * not in the policy's time limit or the watchdog. The allowance is per
+ * message, so a policy asking spamd for a thousand users is still bounded.
+ */
+long
+policy_wait_begin(lua_State *L, long want_ms)
+{
+	struct policy *p = policy_of(L);
+	long long now = io_now_ms(), own_left, allowed;
+
+	if (p == NULL || !p->armed || p->wait_started_ms != 0)
+		return want_ms;
+	own_left = p->deadline_ms > now ? p->deadline_ms - now : 0;
+	allowed = p->wait_credit_ms + own_left;
+	if (allowed > want_ms)
+		allowed = want_ms;
+	if (allowed < 1)
+		allowed = 1;
+	p->wait_started_ms = now;
+	if (p->watchdog_at != 0)
+		watchdog((long)(p->watchdog_at - now + allowed));
+	return (long)allowed;
+}
+
+/* policy_wait_end - see policy.h: the wait's time, up to the allowance, moves the limits */
+void
+policy_wait_end(lua_State *L)
+{
+	struct policy *p = policy_of(L);
+	long long now = io_now_ms(), waited, credited;
+
+	if (p == NULL || p->wait_started_ms == 0)
+		return;
+	waited = now - p->wait_started_ms;
+	credited = waited < p->wait_credit_ms ? waited : p->wait_credit_ms;
+	p->wait_credit_ms -= credited;
+	p->deadline_ms += credited;
+	p->wait_started_ms = 0;
+	if (p->watchdog_at != 0) {
+		p->watchdog_at += credited;
+		watchdog(p->watchdog_at > now ? (long)(p->watchdog_at - now) : 1);
+	}
 }
 
 /* traceback - message handler: the error with a Lua traceback (file:line) */
@@ -571,9 +639,9 @@ policy_run(struct policy *p, struct policy_input *in, char **error_r)
 	lua_rawgeti(L, LUA_REGISTRYINDEX, p->chain_ref);
 	lua_msg_push(L, in);
 	arm(p);
-	watchdog(2 * p->cfg->policy_timeout_ms + 1000);
+	arm_watchdog(p, 2 * p->cfg->policy_timeout_ms + 1000);
 	rc = call_protected(p, 1, 1, error_r);
-	watchdog(0);
+	disarm_watchdog(p);
 	disarm(p);
 	if (rc == 0) {
 		rc = lua_msg_apply_result(L, -1, in, error_r);

@@ -26,6 +26,8 @@
 
 #include <stdbool.h>
 
+#include <lua.h>
+
 #include "config.h"
 #include "message.h"
 
@@ -57,6 +59,21 @@ void policy_set_last_words(void (*last_words)(void));
 /* the exit status of a worker the policy watchdog ended */
 #define POLICY_WATCHDOG_STATUS	3
 bool policy_is_spent(const struct policy *p);
+
+/*
+ * policy_wait_begin/end - a scanner (msg:clamav, msg:spamd) waits inside a C call
+ *
+ * Called by the scanner methods around the wait. The wait does not count
+ * against policy_timeout, up to the message's scanner allowance
+ * (clamav.max_scan_time + spamd.timeout, once per message); the watchdog
+ * is held off for as long. begin returns how long this wait may take at
+ * most (ms, <= want_ms): what is left of the allowance plus of the
+ * policy's own time, so a scanner gives up before the policy's limit ends
+ * its run. Outside policy_run (load time) begin returns want_ms and end
+ * does nothing.
+ */
+long policy_wait_begin(lua_State *L, long want_ms);
+void policy_wait_end(lua_State *L);
 const char *policy_path(const struct policy *p);
 
 #endif

@@ -23,6 +23,12 @@ local_domains = { "example.com" }. Pinned behaviour:
   a fake spamd that accepts and never answers, spamd.timeout = 2: the
     client's reply comes within timeout + 2 s (never a hang), 250 with
     "X-Spam-Status: Unchecked (spamd: timeout)";
+  the same fake with spamd.timeout = 4 and policy_timeout = 1 (the watchdog
+    at 3 s): 250 after about 4 s with "Unchecked (spamd: timeout)", not the
+    policy's time limit nor its watchdog: the wait for spamd is not the
+    policy's time; a policy calling msg:spamd() twice, then P.spamd, gets
+    nil and "spamd: timeout" each time from one request (a failure is
+    remembered for the message, as a result is);
   a message over spamd.max_size (4K) is not sent to spamd at all (the fake
     sees no request), the log says it is too big, and it passes with
     X-Spam-Status: Unchecked;
@@ -209,6 +215,13 @@ POLICIES = {
     msg:add_header("X-Fake-Report", first)
     msg:add_header("X-Fake-Report-Rules", tostring(rep.report:find("FAKE_RULE_TWO", 1, true) ~= nil))
   end,'''),
+    "twice.lua": policy(r'''  function(msg)
+    local r1, e1 = msg:spamd()
+    local r2, e2 = msg:spamd()
+    msg:add_header("X-Fake-Twice", tostring(r1) .. " " .. tostring(e1) .. " / " ..
+                   tostring(r2) .. " " .. tostring(e2))
+  end,
+  P.spamd { tag = -100, tag2 = 5, kill = 2000 },'''),
 }
 os.makedirs(POLICY_DIR, exist_ok=True)
 for name, text in POLICIES.items():
@@ -231,7 +244,11 @@ pd_tf = Posternd({"plain": lst("plain.lua")},
 pd_fake = Posternd({"plain": lst("plain.lua"), "user": lst("user.lua")},
                    settings={"spamd": {"address": "127.0.0.1:%d" % fake.port, "timeout": 2,
                                        "max_size": "4K"}})
-ALL = [pd, pd_tf, pd_fake]
+# spamd.timeout (4 s) longer than policy_timeout (1 s) and than the watchdog (2 x 1 + 1 s)
+pd_slow = Posternd({"twice": lst("twice.lua")},
+                   settings={"policy_timeout": 1,
+                             "spamd": {"address": "127.0.0.1:%d" % fake.port, "timeout": 4}})
+ALL = [pd, pd_tf, pd_fake, pd_slow]
 
 
 # ---------------------------------------------------------------- helpers
@@ -398,6 +415,28 @@ t.eq(st, ["Unchecked (spamd: timeout)"], "a spamd that never answers: X-Spam-Sta
      "(spamd: timeout)")
 t.match(r"policy plain: spamd: spamd: timeout", pd_fake.log(),
         "a spamd that never answers: the log says so")
+
+# ---------------------------------------------------------------- never answers, policy_timeout shorter
+# The wait for spamd is spamd.timeout's, not the policy's: it ends in on_error, not
+# in the policy's time limit or its watchdog (421 and a new worker every message).
+tok, data = make("fake hang, short policy_timeout", body="HANG-ME please\r\n")
+r, took = transact(pd_slow.ports["twice"], ["user@example.com"], data, timeout=30)
+t.eq(r.code, 250, "spamd.timeout 4 s > policy_timeout 1 s, spamd never answers: 250 (on_error pass)",
+     r)
+t.ok(took is not None and 3.5 <= took <= 7.0,
+     "... the reply comes after spamd.timeout, not the policy's limit (%s s)" %
+     ("%.1f" % took if took is not None else "none"))
+got = copies(tok)
+t.eq(values(got[0][1], "X-Spam-Status") if got else None, ["Unchecked (spamd: timeout)"],
+     "... delivered with X-Spam-Status: Unchecked (spamd: timeout)")
+t.eq(values(got[0][1], "X-Fake-Twice") if got else None,
+     ["nil spamd: timeout / nil spamd: timeout"],
+     "... msg:spamd() twice: nil and the error both times")
+with fake.lock:
+    asked = [q for q in fake.requests if tok.encode() in q[2]]
+t.eq(len(asked), 1, "... a failed spamd call is remembered: one request for three calls")
+t.ok(not re.search(r"watchdog|policy time limit", pd_slow.log()),
+     "... neither the policy's time limit nor its watchdog fired", pd_slow.log()[-2000:])
 
 # ---------------------------------------------------------------- over spamd.max_size
 before = len(fake.requests)

@@ -389,6 +389,7 @@ sandbox_require(lua_State *L)
 	    lua_getfield(L, -1, name) == LUA_TFUNCTION) {
 		lua_pushstring(L, name);
 		lua_call(L, 1, 1);
+		lua_remove(L, -2);	/* the preload table: the result goes into loaded */
 	} else {
 		lua_pop(L, 2);
 		rel = xstrdup(name);

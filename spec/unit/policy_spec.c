@@ -1009,13 +1009,19 @@ policy_modules_from_policy_dir(void)
 	p = must_load("usemod.lua", PRELUDE
 		"local site = require 'sitelib'\n"
 		"local again = require 'sitelib'\n"
-		"return function(msg) say(msg, 'mod', site.tag() .. ' ' .. tostring(site == again)) end\n");
+		"local core = require 'postern.core'\n"
+		"return function(msg)\n"
+		"  say(msg, 'mod', site.tag() .. ' ' .. tostring(site == again))\n"
+		"  say(msg, 'core', type(core) .. ' ' .. tostring(core == require 'postern.core'))\n"
+		"end\n");
 	if (p == NULL)
 		return;
 	m = make_message("s@example.org", "r@example.net", plain_msg);
 	is_int(run(p, m, &error), 0, "a policy with its own module runs");
 	free(error);
 	is_str(said(m, "mod"), "site true", "require finds policy_dir modules and caches them");
+	/* init.lua required it first: a built-in module is cached like any other */
+	is_str(said(m, "core"), "table true", "require 'postern.core' after the library did: the same table");
 	message_free(m);
 	policy_free(p);
 }

@@ -347,10 +347,21 @@ local function stars(score)
   return string.rep("*", n)
 end
 
+-- The tests list is cut at TESTS_MAX bytes (ending in ",..."): a message with
+-- hundreds of hits (one per bypassed recipient, say) must not make
+-- X-Spam-Status longer than a header field may be, which would defer it for ever.
+local TESTS_MAX = 2000
+
 local function tests_list(msg)
-  local names = {}
+  local names, len = {}, 0
   for _, h in ipairs(msg.hits) do
-    names[#names + 1] = h.score ~= 0 and string.format("%s=%.3g", h.rule, h.score) or h.rule
+    local name = h.score ~= 0 and string.format("%s=%.3g", h.rule, h.score) or h.rule
+    if len + #name + 1 > TESTS_MAX then
+      names[#names + 1] = "..."
+      break
+    end
+    names[#names + 1] = name
+    len = len + #name + 1
   end
   return table.concat(names, ",")
 end

@@ -312,6 +312,18 @@ describe("P.score", function()
     }, edits_of(r))
   end)
 
+  it("cuts a long tests list at 2000 bytes with ... (a header field has a limit)", function()
+    local hits = {}
+    for i = 1, 500 do hits[i] = { rule = ("bypass:local:user%d@example.com"):format(i), score = 0 } end
+    local r = scored(7.5, nil, nil, hits)
+    local status = header_added(r, "X-Spam-Status")
+    local tests = status:match("tests=%[(.*)%]$")
+    assert.is_truthy(tests)
+    assert.is_true(#tests <= 2000, "tests=[...] is " .. #tests .. " bytes")
+    assert.are.equal(",...", tests:sub(-4))
+    assert.are.equal("bypass:local:user1@example.com,", tests:sub(1, 31))
+  end)
+
   local levels = { { 2.5, "**" }, { 3.999, "***" }, { 0.2, "" }, { 75, ("*"):rep(50) } }
   for _, c in ipairs(levels) do
     it(("X-Spam-Level for %s has %d stars"):format(c[1], #c[2]), function()

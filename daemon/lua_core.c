@@ -11,6 +11,7 @@
  * "Scanners and patterns").
  */
 #include <arpa/inet.h>
+#include <sys/stat.h>
 #include <ctype.h>
 #include <netinet/in.h>
 #include <stdio.h>
@@ -282,6 +283,8 @@ core_log(lua_State *L)
 	return 0;
 }
 
+#define READ_TABLE_MAX	(16L * 1024 * 1024)	/* P.read_table reads no more */
+
 /*
  * --- P.read_table(file) -> { key = value, ... }
  * Read a lookup file from the policy directory (a name relative to it, no
@@ -293,7 +296,10 @@ static int
 core_read_table(lua_State *L)
 {
 	const char *name = luaL_checkstring(L, 1), *dir;
-	char *path, line[4096];
+	char *path, *line = NULL;
+	struct stat st;
+	size_t cap = 0;
+	ssize_t len;
 	FILE *f;
 	long bytes = 0;
 
@@ -309,14 +315,24 @@ core_read_table(lua_State *L)
 		return lua_error(L);
 	}
 	free(path);
+	if (fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode) || st.st_size > READ_TABLE_MAX) {
+		fclose(f);
+		return luaL_error(L, "P.read_table: %s is not a regular file of at most 16 MiB", name);
+	}
 	lua_newtable(L);
-	while (fgets(line, sizeof(line), f) != NULL) {
+	/* getline: a line is one entry however long it is (the file's size is the bound) */
+	while ((len = getline(&line, &cap, f)) != -1) {
 		char *key = line, *end, *value;
 
-		bytes += (long)strlen(line);
-		if (bytes > 16L * 1024 * 1024) {
+		if ((bytes += (long)len) > READ_TABLE_MAX) {
+			free(line);
 			fclose(f);
 			return luaL_error(L, "P.read_table: %s is larger than 16 MiB", name);
+		}
+		if (memchr(line, '\0', (size_t)len) != NULL) {
+			free(line);
+			fclose(f);
+			return luaL_error(L, "P.read_table: %s has a NUL byte: not a text file", name);
 		}
 		line[strcspn(line, "\r\n")] = '\0';
 		key += strspn(key, " \t");
@@ -335,6 +351,7 @@ core_read_table(lua_State *L)
 			lua_pushboolean(L, 1);
 		lua_rawset(L, -3);
 	}
+	free(line);
 	fclose(f);
 	return 1;
 }

@@ -1026,6 +1026,67 @@ policy_modules_from_policy_dir(void)
 	policy_free(p);
 }
 
+/* P.read_table: one entry per line, however long the line */
+static void
+read_table_lines(void)
+{
+	struct policy *p;
+	struct message *m;
+	char *long_line = xcalloc(1, 6000), *error;
+
+	memcpy(long_line, "LongKey ", 8);
+	memset(long_line + 8, 'v', 5000);
+	strcat(long_line, "\n");
+	{
+		char *text = xasprintf("# a comment\n\nAlice@Example.COM  trusted  friend\nbare\n%s"
+				       "last 42", long_line);
+
+		write_file("lines.table", text);
+		free(text);
+	}
+	p = must_load("readtab.lua", PRELUDE
+		"local t = P.read_table('lines.table')\n"
+		"local n = 0\n"
+		"for _ in pairs(t) do n = n + 1 end\n"
+		"return function(msg)\n"
+		"  say(msg, 'alice', t['alice@example.com'])\n"
+		"  say(msg, 'bare', t.bare)\n"
+		"  say(msg, 'long', #(t.longkey or ''))\n"
+		"  say(msg, 'last', t.last)\n"
+		"  say(msg, 'n', n)\n"
+		"end\n");
+	if (p != NULL) {
+		m = make_message("s@example.org", "r@example.net", plain_msg);
+		is_int(run(p, m, &error), 0, "a policy with a read_table runs");
+		free(error);
+		is_str(said(m, "alice"), "trusted  friend", "read_table: key in lower case, the rest is the value");
+		is_str(said(m, "bare"), "true", "read_table: a key alone is true");
+		is_str(said(m, "long"), "5000", "read_table: a 5000-byte value stays one entry");
+		is_str(said(m, "last"), "42", "read_table: a last line without a newline counts");
+		is_str(said(m, "n"), "4", "read_table: four entries, comments and blank lines skipped");
+		message_free(m);
+		policy_free(p);
+	}
+	write_file("nul.table", "a b\n");
+	{
+		char *path = xasprintf("%s/nul.table", top);
+		FILE *f = fopen(path, "w");
+
+		if (f != NULL) {
+			fwrite("a b\n\0c d\n", 1, 9, f);
+			fclose(f);
+		}
+		free(path);
+	}
+	p = load("readnul.lua", PRELUDE "local t = P.read_table('nul.table')\nreturn function() end\n",
+		 &error);
+	ok(p == NULL && error != NULL && strstr(error, "NUL byte") != NULL,
+	   "read_table: a file with a NUL byte is a load error");
+	policy_free(p);
+	free(error);
+	free(long_line);
+}
+
 /* --- limits */
 
 static void
@@ -1265,6 +1326,7 @@ main(void)
 	sandbox_refuses();
 	sandbox_keeps_what_policies_need();
 	policy_modules_from_policy_dir();
+	read_table_lines();
 	time_and_instruction_limits();
 	memory_limit();
 	long_c_call_is_bounded();

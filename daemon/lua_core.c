@@ -175,9 +175,56 @@ parse_ip(const char *text, struct sockaddr_storage *ss)
 }
 
 /*
+ * as_network_list - the argument of P.cidr as a plain list, at index 1
+ *
+ * A string is a list of one; a table from P.read_table (networks as keys,
+ * "10.0.0.0/8 our LAN" lines) is the list of its keys, as P.addresses takes
+ * it. Any other key (a list with holes, { a = "10.0.0.0/8" }) is refused:
+ * silently matching nothing would be worse.
+ */
+static void
+as_network_list(lua_State *L)
+{
+	size_t n;
+	lua_Integer next;
+
+	if (lua_type(L, 1) == LUA_TSTRING) {
+		lua_createtable(L, 1, 0);
+		lua_pushvalue(L, 1);
+		lua_rawseti(L, -2, 1);
+		lua_replace(L, 1);
+		return;
+	}
+	luaL_checktype(L, 1, LUA_TTABLE);
+	n = lua_rawlen(L, 1);
+	lua_createtable(L, (int)n, 0);
+	next = 1;
+	for (size_t i = 1; i <= n; i++) {
+		lua_rawgeti(L, 1, (lua_Integer)i);
+		lua_rawseti(L, -2, next++);
+	}
+	lua_pushnil(L);
+	while (lua_next(L, 1) != 0) {
+		lua_pop(L, 1);		/* the value */
+		if (lua_isinteger(L, -1) && lua_tointeger(L, -1) >= 1 &&
+		    (size_t)lua_tointeger(L, -1) <= n)
+			continue;
+		if (lua_type(L, -1) != LUA_TSTRING)
+			luaL_error(L, "P.cidr: a list of networks, or a table with networks as keys "
+				      "(P.read_table); not a %s key", luaL_typename(L, -1));
+		if (next > CIDR_MAX)
+			break;
+		lua_pushvalue(L, -1);
+		lua_rawseti(L, -3, next++);
+	}
+	lua_replace(L, 1);
+}
+
+/*
  * --- P.cidr(networks) -> cidr
  * A list of networks ("192.0.2.0/24", "2001:db8::/32", "10.1.2.3") to match
- * addresses against; a bad entry raises an error naming it.
+ * addresses against, or a P.read_table table of them (its keys); a bad entry
+ * raises an error naming it.
  */
 static int
 core_cidr(lua_State *L)
@@ -185,13 +232,7 @@ core_cidr(lua_State *L)
 	struct lcidr *lc;
 	size_t n;
 
-	if (lua_type(L, 1) == LUA_TSTRING) {
-		lua_createtable(L, 1, 0);
-		lua_pushvalue(L, 1);
-		lua_rawseti(L, -2, 1);
-		lua_replace(L, 1);
-	}
-	luaL_checktype(L, 1, LUA_TTABLE);
+	as_network_list(L);
 	n = lua_rawlen(L, 1);
 	if (n > CIDR_MAX)
 		return luaL_argerror(L, 1, "too many networks");
@@ -223,7 +264,8 @@ static int
 cidr_lua_match(lua_State *L)
 {
 	struct lcidr *lc = luaL_checkudata(L, 1, CIDR_CLASS);
-	const char *text = luaL_optstring(L, 2, "");
+	/* a number or a table is "not an address" as documented, not an error */
+	const char *text = lua_type(L, 2) == LUA_TSTRING ? lua_tostring(L, 2) : "";
 	struct sockaddr_storage ss;
 
 	if (!parse_ip(text, &ss)) {
@@ -394,6 +436,7 @@ static const luaL_Reg core_functions[] = {
 	{ "log", core_log },
 	{ "read_table", core_read_table },
 	{ "config", core_config },
+	{ "verdict_problem", lua_msg_verdict_problem },
 	{ NULL, NULL },
 };
 

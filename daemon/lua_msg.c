@@ -1147,7 +1147,34 @@ lua_msg_invalidate(lua_State *L, struct policy_input *in)
 	lua_setfield(L, LUA_REGISTRYINDEX, "postern.current_msg");
 }
 
-/* lua_msg_apply_result - the chain's return value decides the undecided recipients */
+/*
+ * verdict_problem(v) -> nil | reason: postern.core's, for the library only.
+ * What is wrong with verdict value v, by the rules the chain's result is
+ * held to, or nil: the library checks verdicts given to its constructors
+ * when the policy loads rather than on every message.
+ */
+int
+lua_msg_verdict_problem(lua_State *L)
+{
+	const char *why;
+	enum verdict v;
+	char *reply;
+
+	luaL_checkany(L, 1);
+	if (verdict_from(L, 1, &v, &reply, &why) < 0) {
+		lua_pushstring(L, why);
+		return 1;
+	}
+	free(reply);
+	lua_pushnil(L);
+	return 1;
+}
+
+/*
+ * lua_msg_apply_result - the chain's return value decides the undecided recipients
+ *
+ * nil and false decide nothing: "cond and P.reject()" is a common Lua idiom.
+ */
 int
 lua_msg_apply_result(lua_State *L, int idx, struct policy_input *in, char **error_r)
 {
@@ -1155,7 +1182,7 @@ lua_msg_apply_result(lua_State *L, int idx, struct policy_input *in, char **erro
 	enum verdict v;
 	char *reply;
 
-	if (lua_isnoneornil(L, idx))
+	if (lua_isnoneornil(L, idx) || (lua_isboolean(L, idx) && !lua_toboolean(L, idx)))
 		return 0;
 	if (verdict_from(L, idx, &v, &reply, &why) < 0) {
 		*error_r = xasprintf("the chain returned %s: %s", luaL_typename(L, idx), why);

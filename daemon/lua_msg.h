@@ -24,6 +24,7 @@ void lua_msg_open(lua_State *L);
 void lua_msg_push(lua_State *L, struct policy_input *in);
 void lua_msg_invalidate(lua_State *L, struct policy_input *in);
 int lua_msg_apply_result(lua_State *L, int idx, struct policy_input *in, char **error_r);
+int lua_msg_verdict_problem(lua_State *L);
 int luaopen_postern_core(lua_State *L);
 struct policy_input *lua_msg_check(lua_State *L, int idx);
 struct mime_tree *lua_msg_mime(lua_State *L, struct policy_input *in);

@@ -42,13 +42,21 @@ P.config = core.config
 
 -- verdict makers ------------------------------------------------------------
 
+-- verdict_table: P.quarantine/P.reject/P.tempfail; a bad code, enh or text is
+-- an error where the verdict is made (at load for a rule's on_match), not a
+-- deferral of every message later
 local function verdict_table(verdict, t)
-  if type(t) == "string" then
-    t = verdict == "quarantine" and { reason = t } or { text = t }
+  if type(t) == "string" or type(t) == "number" then
+    t = verdict == "quarantine" and { reason = tostring(t) } or { text = tostring(t) }
+  elseif t ~= nil and type(t) ~= "table" then
+    error("P." .. verdict .. ": expects a text or a table { text =, code =, enh = }, got "
+          .. type(t), 3)
   end
   local v = { verdict = verdict }
   for k, x in pairs(t or {}) do v[k] = x end
   v.verdict = verdict
+  local problem = core.verdict_problem(v)
+  if problem then error("P." .. verdict .. ": " .. problem, 3) end
   return v
 end
 
@@ -63,15 +71,24 @@ function P.discard() return "discard" end
 --- P.quarantine([reason]) -> verdict
 -- Keep the message in the quarantine directory (postern release can deliver
 -- it later); the MTA hears 250.
-function P.quarantine(reason) return verdict_table("quarantine", reason) end
+function P.quarantine(reason)
+  local v = verdict_table("quarantine", reason)
+  return v  -- not a tail call: an error names the caller's line
+end
 
 --- P.reject([text | { text =, code =, enh = }]) -> verdict
 -- Refuse with a 5xx (default 554 5.7.1 "Message rejected by policy").
-function P.reject(t) return verdict_table("reject", t) end
+function P.reject(t)
+  local v = verdict_table("reject", t)
+  return v
+end
 
 --- P.tempfail([text | { text =, code =, enh = }]) -> verdict
 -- Refuse with a 4xx (default 451 4.7.1): the MTA keeps the message and retries.
-function P.tempfail(t) return verdict_table("tempfail", t) end
+function P.tempfail(t)
+  local v = verdict_table("tempfail", t)
+  return v
+end
 
 local verdict_names = { pass = true, discard = true, quarantine = true, reject = true,
                         tempfail = true }
@@ -80,7 +97,11 @@ local verdict_names = { pass = true, discard = true, quarantine = true, reject =
 local function check_verdict(v, what, level)
   if v == nil then return nil end
   if type(v) == "string" and verdict_names[v] then return v end
-  if type(v) == "table" and verdict_names[v.verdict] then return v end
+  if type(v) == "table" and verdict_names[rawget(v, "verdict")] then
+    local problem = core.verdict_problem(v)
+    if problem then error(what .. ": " .. problem, level or 3) end
+    return v
+  end
   error(what .. ": expected \"pass\", \"discard\", \"quarantine\", \"reject\", \"tempfail\" "
         .. "or P.reject{...}, got " .. tostring(v), level or 3)
 end
@@ -91,6 +112,8 @@ end
 -- P.reject{...}, ...): rcpt:reject(), rcpt:quarantine() and so on. Returns
 -- false when an earlier rule had decided that recipient already.
 local function decide(rcpt, v)
+  check_verdict(v, "P.decide", 3)
+  if v == nil then error("P.decide: a verdict is required", 2) end
   local name = type(v) == "table" and v.verdict or v
   if name == "reject" or name == "tempfail" then
     return rcpt[name](rcpt, type(v) == "table" and v or nil)
@@ -122,6 +145,43 @@ local function list_of(v)
   if v == nil then return {} end
   if type(v) == "table" then return v end
   return { v }
+end
+
+-- strings_of: list_of for a key whose entries must be strings (field names, types)
+local function strings_of(v, what)
+  local list = list_of(v)
+  for i, x in ipairs(list) do
+    if type(x) ~= "string" then
+      error(what .. ": entry " .. i .. " is a " .. type(x) .. ", not a string", 3)
+    end
+  end
+  return list
+end
+
+-- check_number: a finite number (points, levels), within what msg:add_score takes
+local function check_number(x, what, level)
+  if type(x) ~= "number" or x ~= x or x > 1e9 or x < -1e9 then
+    error(what .. " must be a number (finite, at most 1e9 either way), got " .. tostring(x),
+          level or 3)
+  end
+  return x
+end
+
+-- check_address: an address for P.redirect/P.bcc, as rcpt:redirect and msg:add_recipient take it
+local function check_address(a, what)
+  if type(a) ~= "string" or #a == 0 or #a > 512 or a:find("[%c%s<>]") then
+    error(what .. ": an address of 1 to 512 bytes without spaces, control bytes or <>, got "
+          .. tostring(a), 3)
+  end
+  return a
+end
+
+-- check_callable: an optional function argument (when =)
+local function check_callable(f, what)
+  if f ~= nil and type(f) ~= "function" and not (getmetatable(f) or {}).__call then
+    error(what .. " must be a function, got " .. type(f), 3)
+  end
+  return f
 end
 
 -- address matching ------------------------------------------------------------
@@ -200,7 +260,7 @@ function P.policy(rules)
   return function(msg)
     for _, rule in ipairs(rules) do
       local v = rule(msg)
-      if v ~= nil then return v end
+      if v then return v end	-- nil and false: no verdict ("cond and P.reject()")
       if msg:all_decided() then return nil end
     end
     return nil
@@ -220,12 +280,13 @@ function P.header(o)
   check_keys(o, "P.header", { field = true, pattern = true, flags = true, mode = true,
                               score = true, on_match = true, name = true })
   if type(o.pattern) ~= "string" then error("P.header: 'pattern' is required", 2) end
-  if o.score ~= nil and type(o.score) ~= "number" then
-    error("P.header: 'score' must be a number", 2)
-  end
+  if o.score ~= nil then check_number(o.score, "P.header: 'score'") end
   local re = P.regex(o.pattern, o.flags)
-  local fields = o.field ~= nil and o.field ~= "*" and list_of(o.field) or nil
+  local fields = o.field ~= nil and o.field ~= "*" and strings_of(o.field, "P.header: field") or nil
   local mode = o.mode or "decoded"
+  if mode ~= "decoded" and mode ~= "unfolded" and mode ~= "raw" then
+    error("P.header: 'mode' is \"decoded\", \"unfolded\" or \"raw\", got " .. tostring(mode), 2)
+  end
   local on_match = check_verdict(o.on_match, "P.header: on_match")
   local name = o.name or ("header:" .. (fields and table.concat(fields, ",") or "*"))
 
@@ -303,6 +364,25 @@ end
 -- entries; the most specific wins: address, then domain, then parent
 -- domains): P.settings{ ["example.com"] = { tag2 = 5 }, ["boss@example.com"] =
 -- { spam_lover = true } } copies the fields into rcpt.settings.
+-- setting_values: the levels as numbers (a P.read_table value is a string:
+-- "8" is taken as 8), subject_tag a one-line string; checked at load
+local function setting_values(key, v)
+  local out = {}
+  for name, x in pairs(v) do
+    if name == "tag" or name == "tag2" or name == "kill" then
+      local n = tonumber(x)
+      if n == nil then
+        error("P.settings: " .. key .. ": '" .. name .. "' must be a number, got " .. tostring(x), 3)
+      end
+      x = check_number(n, "P.settings: " .. key .. ": '" .. name .. "'", 4)
+    elseif name == "subject_tag" and (type(x) ~= "string" or x:find("[\r\n]")) then
+      error("P.settings: " .. key .. ": 'subject_tag' must be a one-line string", 3)
+    end
+    out[name] = x
+  end
+  return out
+end
+
 function P.settings(map)
   check_table(map, "P.settings")
   local entries = {}
@@ -310,7 +390,7 @@ function P.settings(map)
     if type(k) ~= "string" or type(v) ~= "table" then
       error("P.settings: entries are address = { settings }", 2)
     end
-    entries[#entries + 1] = { key = k:lower(), match = P.addresses(k), values = v }
+    entries[#entries + 1] = { key = k:lower(), match = P.addresses(k), values = setting_values(k, v) }
   end
   -- most specific first (amavisd-new's lookup order): full address, local
   -- part ("user@"), domain ("example.com", "@example.com"), then parent
@@ -402,9 +482,12 @@ local function levels(o, ctor, defaults)
     subject_tag = o.subject_tag, name = o.name or defaults.name,
   }
   for _, k in ipairs({ "tag", "tag2", "kill" }) do
-    if type(v[k]) ~= "number" then error(ctor .. ": '" .. k .. "' must be a number", 3) end
+    check_number(v[k], ctor .. ": '" .. k .. "'", 4)
   end
   if v.subject_tag == nil then v.subject_tag = "***SPAM*** " end
+  if type(v.subject_tag) ~= "string" or v.subject_tag:find("[\r\n]") then
+    error(ctor .. ": 'subject_tag' must be a one-line string", 3)
+  end
   v.on_kill = check_verdict(o.on_kill or "quarantine", ctor .. ": on_kill", 4)
   return v
 end
@@ -511,7 +594,7 @@ function P.banned(o)
   end
   local re = o.filename and P.regex(o.filename, o.flags)
   local types = {}
-  for _, t in ipairs(list_of(o.type)) do types[t:upper()] = true end
+  for _, t in ipairs(strings_of(o.type, "P.banned: type")) do types[t:upper()] = true end
   local on_match = check_verdict(o.on_match, "P.banned: on_match")
   local name = o.name or "banned"
   return function(msg)
@@ -598,7 +681,9 @@ end
 function P.redirect(o)
   check_table(o, "P.redirect")
   check_keys(o, "P.redirect", { to = true, recipient = true, when = true, name = true })
-  if type(o.to) ~= "string" then error("P.redirect: 'to' is required", 2) end
+  if o.to == nil then error("P.redirect: 'to' is required", 2) end
+  check_address(o.to, "P.redirect: 'to'")
+  check_callable(o.when, "P.redirect: 'when'")
   local rcpt = o.recipient and P.addresses(o.recipient)
   local name = o.name or ("redirect:" .. o.to)
   return function(msg)
@@ -620,7 +705,9 @@ end
 function P.bcc(o)
   check_table(o, "P.bcc")
   check_keys(o, "P.bcc", { to = true, when = true, name = true })
-  if type(o.to) ~= "string" then error("P.bcc: 'to' is required", 2) end
+  if o.to == nil then error("P.bcc: 'to' is required", 2) end
+  check_address(o.to, "P.bcc: 'to'")
+  check_callable(o.when, "P.bcc: 'when'")
   local name = o.name or ("bcc:" .. o.to)
   return function(msg)
     if o.when and not o.when(msg) then return nil end

@@ -295,6 +295,26 @@ describe("P.policy", function()
   end
 end)
 
+describe("P.settings levels from a lookup file", function()
+  it("takes \"8\" (a P.read_table value) as the number 8", function()
+    local r = D.rcpt("user@example.com")
+    local m = D.message { recipients = { r } }
+    P.settings { ["example.com"] = { kill = "8", tag2 = 5 } }(m)
+    assert.are.equal(8, r.settings.kill)
+    assert.are.equal("number", math.type(r.settings.kill) and "number")
+    assert.are.equal(5, r.settings.tag2)
+  end)
+end)
+
+describe("P.policy and false", function()
+  it("takes a rule's false as no verdict (cond and P.reject())", function()
+    local ran = false
+    local chain = P.policy { function() return false end, function() ran = true end }
+    assert.is_nil(chain(D.message {}))
+    assert.is_true(ran)
+  end)
+end)
+
 describe("constructors refuse bad rules at load", function()
   local f = function() end
   local cases = {
@@ -325,6 +345,23 @@ describe("constructors refuse bad rules at load", function()
       "P.redirect: unknown key 'recipients'" },
     { "P.bcc", P.bcc, { when = f }, "P.bcc: 'to' is required" },
     { "P.bcc", P.bcc, { to = "a@example.com", cc = "b@example.com" }, "P.bcc: unknown key 'cc'" },
+    -- what used to load and then defer every message
+    { "P.header", P.header, { pattern = "x", mode = "bogus" }, "P.header: 'mode' is" },
+    { "P.header", P.header, { pattern = "x", score = 0 / 0 }, "P.header: 'score' must be a number" },
+    { "P.header", P.header, { pattern = "x", score = math.huge }, "P.header: 'score' must be a number" },
+    { "P.header", P.header, { pattern = "x", field = true }, "P.header: field: entry 1 is a boolean" },
+    { "P.header", P.header, { pattern = "x", field = { "Subject", 7 } }, "field: entry 2 is a number" },
+    { "P.banned", P.banned, { type = { 1 } }, "P.banned: type: entry 1 is a number" },
+    { "P.score", P.score, { subject_tag = "x\n" }, "P.score: 'subject_tag' must be a one-line string" },
+    { "P.score", P.score, { kill = 1 / 0 }, "P.score: 'kill' must be a number" },
+    { "P.redirect", P.redirect, { to = "not an address" }, "P.redirect: 'to': an address" },
+    { "P.redirect", P.redirect, { to = "a@example.com", when = "yes" }, "P.redirect: 'when' must be a function" },
+    { "P.bcc", P.bcc, { to = "" }, "P.bcc: 'to': an address" },
+    { "P.bcc", P.bcc, { to = "a@b", when = true }, "P.bcc: 'when' must be a function" },
+    { "P.settings", P.settings, { ["example.com"] = { kill = "eight" } },
+      "P.settings: example.com: 'kill' must be a number" },
+    { "P.settings", P.settings, { ["example.com"] = { subject_tag = 5 } }, "'subject_tag' must be a one-line" },
+    { "P.reject", P.reject, true, "P.reject: expects a text or a table" },
   }
   for _, c in ipairs(cases) do
     it(("%s(%s): %s"):format(c[1], type(c[3]), c[4]), function()

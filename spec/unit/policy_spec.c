@@ -296,6 +296,20 @@ bad_policies_do_not_load(void)
 		  "a bad network is refused, naming the entry" },
 		{ "ld_noreq.lua", "local x = require \"../etc/passwd\"\n", "dotted words",
 		  "require refuses a path" },
+		/* verdicts are checked where they are made, with the rules of the chain's result */
+		{ "ld_onmatch451.lua", "local P = require \"postern\"\nreturn P.policy {\n"
+		  "  P.header { pattern = \"x\", on_match = P.reject { code = 451 } },\n}\n",
+		  "ld_onmatch451.lua:3: P.reject: code must be 5xx",
+		  "P.reject{ code = 451 } is a load error naming the line" },
+		{ "ld_onkill451.lua", "local P = require \"postern\"\nreturn P.policy {\n"
+		  "  P.score { on_kill = { verdict = \"reject\", code = 451 } },\n}\n",
+		  "on_kill: code must be 5xx", "a hand-made verdict table is checked too" },
+		{ "ld_badenh.lua", "local P = require \"postern\"\nlocal V = P.tempfail { enh = \"4.-1.2\" }\n"
+		  "return function() return V end\n", "ld_badenh.lua:2: P.tempfail: enh must be",
+		  "a bad enh is a load error" },
+		{ "ld_cidrkeys.lua", "local P = require \"postern\"\nlocal n = P.cidr { a = \"10.0.0.0/8\" }\n"
+		  "return function() end\n", "(a) is not a network",
+		  "P.cidr with a key that is not a network is refused, not an empty list" },
 	};
 	long timeout = cfg->policy_timeout_ms;
 

@@ -1148,7 +1148,7 @@ lua_msg_invalidate(lua_State *L, struct policy_input *in)
 }
 
 /*
- * verdict_problem(v) -> nil | reason: postern.core's, for the library only.
+ * --- P.verdict_problem(v) -> nil | reason
  * What is wrong with verdict value v, by the rules the chain's result is
  * held to, or nil: the library checks verdicts given to its constructors
  * when the policy loads rather than on every message.

@@ -40,6 +40,12 @@ P.read_table = core.read_table
 -- The configuration the rules need: local_domains, spamd_on_error.
 P.config = core.config
 
+--- P.verdict_problem(v) -> nil | reason
+-- What is wrong with a verdict value by the rules the chain's result is held
+-- to (a code of the wrong class, a bad enh, text that is not a string), or nil.
+-- The constructors check their verdicts with it when the policy loads.
+P.verdict_problem = core.verdict_problem
+
 -- verdict makers ------------------------------------------------------------
 
 -- verdict_table: P.quarantine/P.reject/P.tempfail; a bad code, enh or text is

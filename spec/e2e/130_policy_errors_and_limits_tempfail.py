@@ -6,7 +6,8 @@ Pinned behaviour:
 
   (a) a rule that raises an error (also after deciding a recipient: that
       decision is dropped, nothing is quarantined), returns a bad value (a number, an
-      unknown verdict name, P.reject{code = 250}), reads or assigns an
+      unknown verdict name, { verdict = "reject", code = 250 }), makes a
+      bad verdict (P.reject{code = 250} raises where it is called), reads or assigns an
       undeclared global, or reaches for what the sandbox withholds
       (os.execute, io.open, require "os", load, dofile, debug,
       package.loadlib, string.dump, the string metatable): the message gets
@@ -58,7 +59,8 @@ cases["raise"] = function(msg) error("spec boom") end -- @raise
 cases["late"] = function(msg) msg.recipients[1]:quarantine("held"); msg:add_header("X-Late", "1"); error("late failure") end -- @late
 cases["badval"] = function(msg) return 42 end
 cases["badname"] = function(msg) return "maybe" end
-cases["badcode"] = function(msg) return P.reject { code = 250 } end
+cases["badcode"] = function(msg) return { verdict = "reject", code = 250 } end
+cases["badreject"] = function(msg) local v = P.reject { code = 250 }; return v end -- @badreject
 cases["undeclared"] = function(msg) if undeclared_thing then return "discard" end end -- @undeclared
 cases["assign"] = function(msg) leaked_global = 1 end -- @assign
 cases["os.execute"] = function(msg) os.execute("touch /tmp/postern-spec-130-pwned") end -- @os.execute
@@ -240,6 +242,7 @@ ERR_CASES = [
     ("badval", r"the chain returned number: a verdict is "),
     ("badname", r"the chain returned string: a verdict is "),
     ("badcode", r"the chain returned table: code must be 5xx for reject"),
+    ("badreject", r"P\.reject: code must be 5xx for reject"),
     ("undeclared", r"read of undeclared global 'undeclared_thing'"),
     ("assign", r"assignment to undeclared global 'leaked_global'"),
     ("os.execute", r"attempt to call a nil value \(field 'execute'\)"),

@@ -58,6 +58,7 @@ struct policy {
 	long long watchdog_at;		/* monotonic time the watchdog fires, 0: not armed */
 	long long wait_credit_ms;	/* scanner waiting this run may still not count */
 	long long wait_started_ms;	/* a scanner's wait began here, 0: none */
+	char	warning[1024];		/* warn()'s pieces until the last (cut there) */
 };
 
 /* policy_of - the policy a state belongs to (kept in its extra space) */
@@ -346,9 +347,15 @@ sandbox_setmetatable(lua_State *L)
 static void
 policy_warn(void *ud, const char *msg, int tocont)
 {
-	(void)ud;
-	(void)tocont;
-	log_warnx("policy warning: %s", msg);
+	struct policy *p = ud;
+	size_t len = strlen(p->warning);
+
+	/* warn("a", "b") comes in pieces (tocont): one log line for the whole call */
+	snprintf(p->warning + len, sizeof(p->warning) - len, "%s", msg);
+	if (tocont)
+		return;
+	log_warnx("policy warning: %s", p->warning);
+	p->warning[0] = '\0';
 }
 
 /* load_module_file - load path as a module chunk in the sandbox; pushes its function */

@@ -902,7 +902,8 @@ static void
 msg_log_escapes(void)
 {
 	struct policy *p = must_load("log.lua", PRELUDE
-		"return function(msg) msg:log('hello', 42, nil, 'a\\r\\nforged: line') ; warn('careful') end\n");
+		"return function(msg) msg:log('hello', 42, nil, 'a\\r\\nforged: line') ; warn('careful')\n"
+		"  warn('one ', 'line ', 'in pieces') end\n");
 	struct message *m;
 	char *error, *logged;
 
@@ -918,6 +919,7 @@ msg_log_escapes(void)
 	expect_log(logged, m->id, "msg:log names the mail id");
 	ok(strstr(logged, "\nforged") == NULL, "no forged log line");
 	expect_log(logged, "careful", "warn() goes to the log");
+	expect_log(logged, "policy warning: one line in pieces", "warn(a, b, c) is one log line");
 	free(logged);
 	message_free(m);
 	policy_free(p);

@@ -703,6 +703,19 @@ open_libs(lua_State *L)
 {
 	luaL_requiref(L, LUA_GNAME, luaopen_base, 1);
 	luaL_requiref(L, LUA_STRLIBNAME, luaopen_string, 1);
+	/*
+	 * Lua's patterns can backtrack for hours inside one call, where the
+	 * instruction hook never runs: ("a"):rep(40):find(("a*"):rep(40) .. "b")
+	 * would hang a start, a reload in the master, or posternd -t. A
+	 * configuration has no need of them; the string library (and the
+	 * strings' metatable, which is the same table) loses them here.
+	 */
+	for (const char *const *name = (const char *const[]){ "find", "match", "gmatch", "gsub",
+							       NULL }; *name != NULL; name++) {
+		lua_pushnil(L);
+		lua_setfield(L, -2, *name);
+	}
+	lua_pop(L, 1);
 	luaL_requiref(L, LUA_TABLIBNAME, luaopen_table, 1);
 	luaL_requiref(L, LUA_MATHLIBNAME, luaopen_math, 1);
 	return 0;

@@ -237,7 +237,8 @@ main(int argc, char **argv)
 	 * large signature sets takes seconds: SIGHUP, SIGTERM and SIGINT wait,
 	 * blocked, until master_run() handles them.
 	 */
-	master_hold_signals(true);
+	if (!check_only)	/* a check is a command: a signal ends it, even mid-load */
+		master_hold_signals(true);
 	log_init("posternd", true, NULL);
 	cfg = config_load(path, overrides, noverrides, &error);
 	if (cfg == NULL) {
@@ -246,10 +247,7 @@ main(int argc, char **argv)
 		return 1;
 	}
 	if (check_only) {
-		struct policy **policies;
-
-		master_hold_signals(false);	/* a check is a command: a signal ends it */
-		policies = master_load_policies(cfg, &error);
+		struct policy **policies = master_load_policies(cfg, &error);
 
 		if (policies == NULL) {
 			fprintf(stderr, "posternd: %s\n", error);

@@ -2,7 +2,9 @@
 
 Pins: `posternd -t` exits 0 on the bundled config and 1 on a broken one, and
 every error names the file, the line and the key; a listener on a non-loopback
-address without an explicit `allow` list is refused; a client outside a
+address without an explicit `allow` list is refused; the string library has
+no pattern functions in a configuration (one call could hang a start or a
+reload where no limit reaches it); a client outside a
 listener's `allow` list gets 554 5.7.1 at connect and a log line; started as
 root, the workers run as the configured user; `posternd -k` lists every key.
 """
@@ -41,6 +43,11 @@ cases = [
     ("no listener at all", 'log_level = "info"\n', r"no listener declared"),
     ("Lua syntax error", 'log_level = "info\n', r":1: unfinished string"),
     ("endless loop", 'while true do end\n', r"takes too long"),
+    # one call of a Lua pattern can backtrack for hours, out of the instruction hook's reach
+    ("string.find with a pattern", 'local s = string.find(("a"):rep(40), ("a*"):rep(40) .. "b")\n' + L % 10024,
+     r":1: attempt to call a nil value \(field 'find'\)"),
+    ("a pattern method on a string", 'local s = ("a"):rep(40):match(("a*"):rep(40) .. "b")\n' + L % 10024,
+     r":1: attempt to call a nil value \(method 'match'\)"),
     ("duplicate listen address", L % 10024 + 'listener "y" { listen = "127.0.0.1:10024", forward = "127.0.0.1:25" }\n',
      r":2: listener \"y\": key 'listen': 127\.0\.0\.1:10024 is already used"),
     ("public address without allow", 'listener "pub" { listen = "192.0.2.1:10024", forward = "127.0.0.1:25" }\n',

@@ -69,40 +69,66 @@ lookup_ids(const struct config *cfg, uid_t *uid_r, gid_t *gid_r)
 	}
 }
 
-/* mkdir_parents - the directories above path, as mkdir -p would make them (0755) */
+/*
+ * mkdir_parents - the directories above path, as mkdir -p would make them (0755)
+ *
+ * *made_r (may be NULL) says whether the last of them, path's own
+ * directory, was made here: only a directory we made is ours to give away.
+ */
 static int
-mkdir_parents(const char *path)
+mkdir_parents(const char *path, bool *made_r)
 {
 	char *copy = xstrdup(path);
+	bool made = false;
 	int rc = 0;
 
 	for (char *p = copy + 1; *p != '\0' && rc == 0; p++) {
 		if (*p != '/')
 			continue;
 		*p = '\0';
-		if (mkdir(copy, 0755) < 0 && errno != EEXIST)
+		made = mkdir(copy, 0755) == 0;
+		if (!made && errno != EEXIST)
 			rc = -1;
 		*p = '/';
 	}
 	free(copy);
+	if (made_r != NULL)
+		*made_r = made;
 	return rc;
 }
 
-/* prepare_dir - create a private directory of ours if missing and give it to the user */
+/*
+ * prepare_dir - create a private directory of ours if missing and give it to the user
+ *
+ * A directory that was there already is used only if it is the user's (its
+ * mode is then made 0700): posternd must not take over a directory someone
+ * else made, as "spool_dir = /tmp" or "/var/spool" would have it do. As
+ * OpenSMTPD does with its queue, it refuses to start and says how to fix it.
+ */
 static void
 prepare_dir(const struct config *cfg, const char *key, const char *dir, bool as_root, uid_t uid,
 	    gid_t gid)
 {
 	struct stat st;
+	bool made;
 
-	if (mkdir_parents(dir) < 0 || (mkdir(dir, 0700) < 0 && errno != EEXIST))
+	if (mkdir_parents(dir, NULL) < 0)
+		log_fatal("%s: key '%s': cannot create %s: %s", cfg->path, key, dir, strerror(errno));
+	made = mkdir(dir, 0700) == 0;
+	if (!made && errno != EEXIST)
 		log_fatal("%s: key '%s': cannot create %s: %s", cfg->path, key, dir, strerror(errno));
 	if (stat(dir, &st) < 0 || !S_ISDIR(st.st_mode))
 		log_fatal("%s: key '%s': %s is not a directory", cfg->path, key, dir);
-	if (as_root && (st.st_uid != uid || (st.st_mode & 077) != 0)) {
-		if (chown(dir, uid, gid) < 0 || chmod(dir, 0700) < 0)
-			log_fatal("cannot give %s to user %s: %s", dir, cfg->user, strerror(errno));
-	}
+	if (!as_root)
+		return;		/* our own user already; check_spool_writable tells the rest */
+	if (!made && st.st_uid != uid)
+		log_fatal("%s: key '%s': %s exists and is not user %s's (its owner is uid %ld): "
+			  "posternd gives its user only directories it makes; run "
+			  "\"chown %s: %s && chmod 0700 %s\", or name a directory of posternd's own",
+			  cfg->path, key, dir, cfg->user, (long)st.st_uid, cfg->user, dir, dir);
+	if ((made && (chown(dir, uid, gid) < 0 || chmod(dir, 0700) < 0)) ||
+	    (!made && (st.st_mode & 077) != 0 && chmod(dir, 0700) < 0))
+		log_fatal("cannot give %s to user %s: %s", dir, cfg->user, strerror(errno));
 }
 
 /* any_policy - does any listener run a policy */
@@ -132,7 +158,10 @@ open_services(const struct config *cfg, bool as_root, uid_t uid, gid_t gid,
 	fds->control = fds->metrics = -1;
 	if (slash != NULL && slash != dir) {
 		*slash = '\0';
-		if (mkdir_parents(cfg->control_socket) == 0 && as_root)
+		bool made;
+
+		/* a directory that was there (/run, say) is not ours to give away */
+		if (mkdir_parents(cfg->control_socket, &made) == 0 && made && as_root)
 			if (chown(dir, uid, gid) < 0) {
 				/* the socket itself is chowned; the directory is a nicety */
 			}

@@ -6,13 +6,16 @@ address without an explicit `allow` list is refused; the string library has
 no pattern functions in a configuration (one call could hang a start or a
 reload where no limit reaches it); a client outside a
 listener's `allow` list gets 554 5.7.1 at connect and a log line; started as
-root, the workers run as the configured user; `posternd -k` lists every key.
+root, the workers run as the configured user; an existing spool_dir that is
+not the user's (root's 1777) stops the start with exit 1 and how to fix it,
+and keeps its owner and mode; the directory of the control socket is given
+to the user only when posternd made it; `posternd -k` lists every key.
 """
 import os
 import pwd
 import subprocess
 
-from harness import POSTERND, SRCDIR, Client, Posternd, Sink, check_config, t
+from harness import POSTERND, SRCDIR, Client, Posternd, Sink, check_config, t, workspace
 
 # the bundled file, with the policies and the Lua library of the source tree
 # (installed, they live in $(sysconfdir)/postern/policies and $(pkgdatadir)/lua)
@@ -96,4 +99,39 @@ if os.geteuid() == 0:
     t.eq(uid, pwd.getpwnam("nobody").pw_uid, "... and so does the master, after binding")
 pd.stop()
 t.eq(pd.proc.returncode, 0, "SIGTERM: exit status 0")
+
+if os.geteuid() == 0:
+    # directories that were there are not taken over: "spool_dir = /tmp" must not
+    # become nobody's 0700, nor /run when the control socket is put there
+    shared = os.path.join(workspace(), "shared")
+    os.makedirs(shared)
+    os.chmod(shared, 0o1777)
+    pd3 = Posternd({"x": {"forward": "127.0.0.1:%d" % sink.port}}, settings={"spool_dir": shared},
+                   start=False)
+    p = subprocess.Popen([POSTERND, "-f", "-c", pd3.conf], stdout=subprocess.DEVNULL,
+                         stderr=subprocess.PIPE, text=True)
+    try:
+        _, err = p.communicate(timeout=20)
+    except subprocess.TimeoutExpired:    # it started: the finding
+        p.kill()
+        _, err = p.communicate()
+    st = os.stat(shared)
+    t.ok(p.returncode == 1 and "exists and is not user nobody's" in err and "chown nobody:" in err,
+         "an existing spool_dir of root's: exit 1, saying whose it is and how to fix it",
+         "rc=%r %s" % (p.returncode, err[-500:]))
+    t.eq((st.st_uid, oct(st.st_mode & 0o7777)), (0, oct(0o1777)),
+         "... and the directory keeps its owner and mode")
+    csd = os.path.join(workspace(), "socketdir")
+    os.makedirs(csd)
+    pd4 = Posternd({"x": {"forward": "127.0.0.1:%d" % sink.port}},
+                   settings={"control_socket": os.path.join(csd, "ctl")})
+    t.eq(pd4.ping(), "pong\n", "a control socket in an existing directory answers")
+    t.eq(os.stat(csd).st_uid, 0, "... and that directory stays root's")
+    pd4.stop()
+    fresh = os.path.join(workspace(), "fresh", "sockets")
+    pd5 = Posternd({"x": {"forward": "127.0.0.1:%d" % sink.port}},
+                   settings={"control_socket": os.path.join(fresh, "ctl")})
+    t.eq(os.stat(fresh).st_uid, pwd.getpwnam("nobody").pw_uid,
+         "a control socket directory posternd made is the user's")
+    pd5.stop()
 t.done()

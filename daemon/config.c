@@ -47,6 +47,7 @@ enum key_type {
 	KT_BOOL,		/* true or false (also "true"/"false" from -o) */
 	KT_FACILITY,		/* a syslog facility log.c knows: mail, daemon, local0... */
 	KT_MAILPARSER,		/* "libclamav" or "postern" */
+	KT_HOSTNAME,		/* a host name: letters, digits, "-", "_" and dots */
 };
 
 struct key {
@@ -125,7 +126,7 @@ static const struct key global_keys[] = {
 	  "group to run as; default: the user's login group", NULL },
 	{ "spool_dir", KT_STRING, G(spool_dir), SPOOL_DIR, 0, 0,
 	  "directory of the per-worker spool files (never shared with other programs)", NULL },
-	{ "hostname", KT_STRING, G(hostname), NULL, 0, 0,
+	{ "hostname", KT_HOSTNAME, G(hostname), NULL, 0, 0,
 	  "our name in greetings and Received: lines; default: the system's host name", NULL },
 	{ "log_level", KT_LOGLEVEL, G(log_level), "info", 0, 0,
 	  "debug, info, warn or error", NULL },
@@ -355,10 +356,25 @@ set_value(lua_State *L, int idx, const struct key *k, void *base)
 	    k->type != KT_SIZE && k->type != KT_STRLIST && k->type != KT_BOOL &&
 	    lua_type(L, idx) != LUA_TSTRING)
 		return "expected a string";
-	if (lua_type(L, idx) == LUA_TSTRING)
-		s = lua_tostring(L, idx);
+	if (lua_type(L, idx) == LUA_TSTRING) {
+		size_t len;
+
+		s = lua_tolstring(L, idx, &len);
+		if (strlen(s) != len)
+			return "expected a string without NUL bytes";
+		for (size_t i = 0; i < len; i++)
+			if ((unsigned char)s[i] < 0x20 || s[i] == 0x7f)
+				return "expected a string without control characters (line breaks, tabs)";
+	}
 	switch (k->type) {
 	case KT_STRING:
+		store_string(slot, s);
+		return NULL;
+	case KT_HOSTNAME:
+		/* it goes into greetings, EHLO and Received: lines as it is */
+		if (*s == '\0' || strlen(s) > 253 || strspn(s, "abcdefghijklmnopqrstuvwxyz"
+		    "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.") != strlen(s) || *s == '.' || *s == '-')
+			return "expected a host name (letters, digits, \"-\", \"_\" and dots)";
 		store_string(slot, s);
 		return NULL;
 	case KT_LOGLEVEL:

@@ -58,6 +58,12 @@ cases = [
     ("bad allow entry", 'listener "x" { listen = "127.0.0.1:1", forward = "127.0.0.1:2", allow = { "10.0.0.0/33" } }\n',
      r"key 'allow': entry 1 is not a network"),
     ("os.execute is not there", 'os.execute("true")\n' + L % 10024, r"attempt to index a nil value"),
+    # the host name goes into greetings and Received: lines as it is: no line breaks
+    ("hostname with CR LF", 'hostname = "evil\\r\\n554 injected"\n' + L % 10024,
+     r":1: key 'hostname': expected a string without control characters"),
+    ("empty hostname", 'hostname = ""\n' + L % 10024, r":1: key 'hostname': expected a host name"),
+    ("hostname with a space", 'hostname = "a b"\n' + L % 10024, r":1: key 'hostname': expected a host name"),
+    ("a NUL inside a string", 'user = "a\\0b"\n' + L % 10024, r":1: key 'user': expected a string without NUL"),
 ]
 for name, text, want in cases:
     rc, out, path = check_config(text)

@@ -228,17 +228,20 @@ static long
 parse_size(const char *s)
 {
 	char *end;
-	long long v;
+	long long v, unit = 1;
 
 	errno = 0;
 	v = strtoll(s, &end, 10);
 	if (end == s || errno != 0 || v < 0)
 		return -1;
 	switch (*end) {
-	case 'k': case 'K': v *= 1024; end++; break;
-	case 'm': case 'M': v *= 1024 * 1024; end++; break;
-	case 'g': case 'G': v *= 1024LL * 1024 * 1024; end++; break;
+	case 'k': case 'K': unit = 1024; end++; break;
+	case 'm': case 'M': unit = 1024 * 1024; end++; break;
+	case 'g': case 'G': unit = 1024LL * 1024 * 1024; end++; break;
 	}
+	if (v > LONG_MAX / unit)	/* "17179869185G" must not wrap round to 1G */
+		return -1;
+	v *= unit;
 	if (*end == 'B' || *end == 'b')
 		end++;
 	if (*end != '\0' || v > LONG_MAX)

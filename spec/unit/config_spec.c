@@ -115,6 +115,9 @@ errors(void)
 		     "  forward = \"127.0.0.1:2\", [\"wrokers\"] = 3,\n}\n",
 		     ":4: listener \"two\": unknown key 'wrokers'");
 	expect_error("wrong type", "log_level = 3\n" ONE_LISTENER, ":1: key 'log_level': expected a string");
+	expect_error("a size that overflows is refused, not wrapped round",
+		     "policy_memory_limit = \"17179869185G\"\n" ONE_LISTENER,
+		     ":1: key 'policy_memory_limit': expected a size in bytes");
 	expect_error("bad enum", ONE_LISTENER "log_level = \"loud\"\n", ":2: key 'log_level'");
 	expect_error("unknown clamav.mail_parser",
 		     ONE_LISTENER "clamav = { database = \"/x\", mail_parser = \"clamd\" }\n",

@@ -185,13 +185,30 @@ json_str(struct buf *b, const char *key, const char *value)
 	buf_appends(b, "\"");
 }
 
+/* json_rcpts - ,"key":["a","b"] of recipients (added copies aside); only refused ones if refused_only */
+static void
+json_rcpts(struct buf *b, const char *key, const struct message *m, bool refused_only)
+{
+	bool first = true;
+
+	buf_appendf(b, ",\"%s\":[", key);
+	for (size_t i = 0; i < m->nrcpts; i++) {
+		if (m->rcpts[i].added || (refused_only && m->rcpts[i].code / 100 != 5))
+			continue;
+		buf_appends(b, first ? "\"" : ",\"");
+		esc_json(b, m->rcpts[i].addr);
+		buf_appends(b, "\"");
+		first = false;
+	}
+	buf_appends(b, "]");
+}
+
 /* verdict_log_json - the summary as a JSON object's fields (log_format = "json") */
 static void
 verdict_log_json(const struct listener_cfg *lc, const struct client *c, const struct message *m,
 		 const char *reply, const char *result)
 {
 	struct buf b;
-	bool first = true;
 
 	buf_init(&b, 0);
 	json_str(&b, "event", "msg");
@@ -199,16 +216,8 @@ verdict_log_json(const struct listener_cfg *lc, const struct client *c, const st
 	json_str(&b, "id", m->id);
 	json_str(&b, "client", c->xforward[XF_ADDR] ? c->xforward[XF_ADDR] : c->ip);
 	json_str(&b, "from", m->sender);
-	buf_appends(&b, ",\"to\":[");
-	for (size_t i = 0; i < m->nrcpts; i++) {
-		if (m->rcpts[i].added)
-			continue;
-		buf_appends(&b, first ? "\"" : ",\"");
-		esc_json(&b, m->rcpts[i].addr);
-		buf_appends(&b, "\"");
-		first = false;
-	}
-	buf_appendf(&b, "],\"size\":%ld", m->size);
+	json_rcpts(&b, "to", m, false);
+	buf_appendf(&b, ",\"size\":%ld", m->size);
 	json_str(&b, "verdict", verdict_summary(m));
 	if (m->policy_ran) {
 		buf_appendf(&b, ",\"score\":%.3f,\"hits\":[", m->score);
@@ -222,6 +231,8 @@ verdict_log_json(const struct listener_cfg *lc, const struct client *c, const st
 			json_str(&b, "quarantine", m->quarantined);
 	}
 	json_str(&b, "result", result);
+	if (strcmp(result, "partial") == 0)	/* as the text line's refused= */
+		json_rcpts(&b, "refused", m, true);
 	if (m->queued_as != NULL)
 		json_str(&b, "queued_as", m->queued_as);
 	json_str(&b, "reply", reply);

@@ -57,7 +57,7 @@ import urllib.error
 import urllib.request
 
 from harness import (POSTERN, POSTERND, Client, Posternd, Reply, Sink, check_config, free_port,
-                     stuff, t, wait_until, workspace)
+                     message, send_message, stuff, t, wait_until, workspace)
 
 WS = workspace()
 POLICY_DIR = os.path.join(WS, "policies")
@@ -75,6 +75,10 @@ return P.policy {
       return P.reject { code = 550, enh = "5.7.1", text = "Rejected by spec policy" }
     elseif s:find("QUARANTINEME", 1, true) then
       return P.quarantine("spec quarantine")
+    elseif s:find("SPLITME", 1, true) then
+      for _, r in ipairs(msg.recipients) do
+        if r.address:find("^no") then r:reject("not this one", 550, "5.7.1") end
+      end
     end
   end,
 }
@@ -541,7 +545,9 @@ t.ok(b"from=<\\x22we\\x5c\\x22ird\\x5c\\x5cone\\x22@example.org>" in line,
 # ---------------------------------------------------------------- log_format = "json"
 json_sink = Sink(name="json")
 jd = Posternd({"jfilt": {"policy": "ops.lua", "forward": "127.0.0.1:%d" % json_sink.port,
-                         "workers": 1}},
+                         "workers": 1},
+               "jlmtp": {"policy": "ops.lua", "forward": "127.0.0.1:%d" % json_sink.port,
+                         "workers": 1, "protocol": "lmtp"}},
               {"log_format": "json", "spool_dir": os.path.join(WS, "spool-json"),
                "quarantine": {"dir": os.path.join(WS, "quarantine-json")}})
 JPORT = jd.ports["jfilt"]
@@ -650,6 +656,26 @@ if o is not None:
 # every 250 but the quarantined one was delivered, plus the 300-recipient message
 t.eq(json_sink.count(), sum(1 for c in results if c[4].code == 250) - 1 + (many_r.code == 250),
      "json: the passed messages reached the sink (the quarantined one did not)")
+
+# result=partial: the text line's refused=<...> is the JSON object's "refused" list
+c = Client(jd.ports["jlmtp"])
+split = send_message(c, "split@example.org", ["yes@example.com", "no@example.com"],
+                     message("SPLITME json"), hello="LHLO client.test", lmtp=True)
+c.close()
+split_id = mail_id(split[0])
+o = None
+if wait_until(lambda: split_id.encode() in open(jd.logpath, "rb").read(), 10):
+    for ln in open(jd.logpath, "rb").read().splitlines():
+        try:
+            x = json.loads(ln.decode("utf-8"))
+        except ValueError:
+            continue
+        if x.get("event") == "msg" and x.get("id") == split_id:
+            o = x
+t.eq([r.code for r in split], [250, 550], "json, LMTP: one recipient passes, one is rejected")
+t.eq((o or {}).get("result"), "partial", "json: the split message's result is partial", repr(o))
+t.eq((o or {}).get("refused"), ["no@example.com"],
+     "json: a partial result lists the refused recipients, as the text line's refused=")
 
 rc = jd.stop()
 t.eq(rc, 0, "json posternd stops cleanly")

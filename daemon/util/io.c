@@ -172,6 +172,7 @@ io_fill(struct io *io)
 /*
  * io_getline - read one line, without its CRLF or LF, into line
  *
+ * limit counts the line with its CRLF, as RFC 5321's 512 octets do.
  * A line longer than limit is read to its end and thrown away, *too_long_r
  * is set, and IO_OK is returned: the session survives and the caller answers
  * "500 5.5.2". Returns IO_OK or a negative status.
@@ -194,7 +195,7 @@ io_getline(struct io *io, struct buf *line, size_t limit, bool *too_long_r)
 		size_t take = nl ? (size_t)(nl - p) : avail;
 
 		if (!too_long) {
-			if (line->len + take > limit) {
+			if (line->len + take + (nl != NULL) > limit) {
 				too_long = true;
 				buf_reset(line);
 			} else

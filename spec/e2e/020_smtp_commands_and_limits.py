@@ -49,6 +49,11 @@ t.eq(c.cmd("RCPT TO:<b@example.com>").code, 503, "RSET ended the transaction")
 r = c.cmd("NOOP " + "x" * 5000)
 t.match(r"^500 5\.5\.2 ", r.text, "5000-byte command line: 500 5.5.2")
 t.eq(c.cmd("NOOP").code, 250, "the session survives an over-long line")
+# smtp_line_limit (1024 here) counts the CRLF, as RFC 5321's 512 does
+r = c.cmd("NOOP " + "x" * (1024 - 5 - 2))
+t.eq(r.code, 250, "a command line of exactly smtp_line_limit bytes with its CRLF is taken")
+r = c.cmd("NOOP " + "x" * (1024 - 5 - 1))
+t.match(r"^500 5\.5\.2 ", r.text, "one byte more (CRLF included) is too long: 500 5.5.2")
 
 # SIZE= over the limit at MAIL
 r = c.cmd("MAIL FROM:<a@example.org> SIZE=20000")

@@ -10,6 +10,8 @@
  * instruction budget and a memory cap, so a config cannot hang or balloon the
  * daemon at start or at SIGHUP.
  */
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <errno.h>
 #include <limits.h>
 #include <stdarg.h>
@@ -847,6 +849,57 @@ verify_metrics(struct config *cfg, struct buf *err)
 }
 
 /* verify_listeners - rules that span keys and listeners */
+/* v4_of - the IPv4 address of ss (also of an IPv4-mapped IPv6 one); false if none */
+static bool
+v4_of(const struct sockaddr_storage *ss, struct in_addr *out, in_port_t *port)
+{
+	if (ss->ss_family == AF_INET) {
+		const struct sockaddr_in *s4 = (const struct sockaddr_in *)ss;
+
+		*out = s4->sin_addr;
+		*port = s4->sin_port;
+		return true;
+	}
+	if (ss->ss_family == AF_INET6) {
+		const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)ss;
+
+		if (IN6_IS_ADDR_V4MAPPED(&s6->sin6_addr)) {
+			memcpy(&out->s_addr, &s6->sin6_addr.s6_addr[12], 4);
+			*port = s6->sin6_port;
+			return true;
+		}
+	}
+	return false;
+}
+
+/*
+ * same_socket - would a and b be the same listening socket (or collide)
+ *
+ * "localhost:10024", "127.0.0.1:010024" and "[::ffff:127.0.0.1]:10024" are
+ * one address written three ways; 0.0.0.0 takes its port on every IPv4
+ * address. posternd -t must see what bind() would refuse at start.
+ */
+static bool
+same_socket(const struct endpoint *a, const struct endpoint *b)
+{
+	struct in_addr a4, b4;
+	in_port_t ap, bp;
+
+	if (v4_of(&a->ss, &a4, &ap) && v4_of(&b->ss, &b4, &bp))
+		return ap == bp && (a4.s_addr == b4.s_addr || a4.s_addr == htonl(INADDR_ANY) ||
+				    b4.s_addr == htonl(INADDR_ANY));
+	if (a->ss.ss_family == AF_INET6 && b->ss.ss_family == AF_INET6) {
+		const struct sockaddr_in6 *a6 = (const struct sockaddr_in6 *)&a->ss;
+		const struct sockaddr_in6 *b6 = (const struct sockaddr_in6 *)&b->ss;
+
+		return a6->sin6_port == b6->sin6_port &&
+		       (IN6_ARE_ADDR_EQUAL(&a6->sin6_addr, &b6->sin6_addr) ||
+			IN6_IS_ADDR_UNSPECIFIED(&a6->sin6_addr) ||
+			IN6_IS_ADDR_UNSPECIFIED(&b6->sin6_addr));
+	}
+	return false;
+}
+
 static int
 verify_listeners(struct config *cfg, struct buf *err)
 {
@@ -876,8 +929,14 @@ verify_listeners(struct config *cfg, struct buf *err)
 			cidr_parse("::1", &lc->allow[1]);
 			lc->allow_count = 2;
 		}
+		if (same_socket(&lc->forward_ep, &lc->listen_ep)) {
+			buf_appendf(err, "%s:%d: listener \"%s\": key 'forward': %s is the listener's "
+				    "own address: every message would come back to it", cfg->path, lc->line,
+				    lc->name, lc->forward);
+			return -1;
+		}
 		for (size_t j = 0; j < i; j++)
-			if (strcmp(cfg->listeners[j].listen, lc->listen) == 0) {
+			if (same_socket(&cfg->listeners[j].listen_ep, &lc->listen_ep)) {
 				buf_appendf(err, "%s:%d: listener \"%s\": key 'listen': %s is already "
 					    "used by listener \"%s\"", cfg->path, lc->line, lc->name,
 					    lc->listen, cfg->listeners[j].name);

@@ -53,6 +53,18 @@ cases = [
      r":1: attempt to call a nil value \(method 'match'\)"),
     ("duplicate listen address", L % 10024 + 'listener "y" { listen = "127.0.0.1:10024", forward = "127.0.0.1:25" }\n',
      r":2: listener \"y\": key 'listen': 127\.0\.0\.1:10024 is already used"),
+    ("the same listen address written another way", L % 10024 +
+     'listener "y" { listen = "localhost:10024", forward = "127.0.0.1:25" }\n',
+     r":2: listener \"y\": key 'listen': localhost:10024 is already used by listener \"x\""),
+    ("an IPv4-mapped IPv6 form of a used address", L % 10024 +
+     'listener "y" { listen = "[::ffff:127.0.0.1]:10024", forward = "127.0.0.1:25" }\n',
+     r"is already used by listener \"x\""),
+    ("0.0.0.0 on a port a listener has", L % 10024 +
+     'listener "y" { listen = "0.0.0.0:10024", forward = "127.0.0.1:25", allow = { "127.0.0.1" } }\n',
+     r"is already used by listener \"x\""),
+    ("forward to the listener's own address", 'listener "x" { listen = "127.0.0.1:10024", '
+     'forward = "localhost:10024" }\n', r":1: listener \"x\": key 'forward': localhost:10024 is the "
+     r"listener's own address"),
     ("public address without allow", 'listener "pub" { listen = "192.0.2.1:10024", forward = "127.0.0.1:25" }\n',
      r"listener \"pub\": listens on 192\.0\.2\.1:10024, which is not a loopback address, without an explicit 'allow'"),
     ("bad allow entry", 'listener "x" { listen = "127.0.0.1:1", forward = "127.0.0.1:2", allow = { "10.0.0.0/33" } }\n',

@@ -211,6 +211,8 @@ static const struct key listener_keys[] = {
 
 struct loader {
 	struct config *cfg;	/* being built */
+	int	opened;		/* listener "name" seen, its { ... } not (yet) */
+	char	last_opened[128]; /* the name of the last one, for the error */
 	size_t	mem_used;	/* bytes the Lua state holds */
 	long	steps;		/* instruction budget spent, in hook calls */
 };
@@ -274,6 +276,20 @@ store_string(void *slot, const char *s)
 }
 
 /* set_netlist - an allow list from a string or a table of strings */
+/* is_plain_list - a table whose only keys are 1..#t: { x = "..." } is not a list */
+static bool
+is_plain_list(lua_State *L, int idx)
+{
+	size_t n = lua_rawlen(L, idx), count = 0;
+
+	lua_pushnil(L);
+	while (lua_next(L, idx) != 0) {
+		lua_pop(L, 1);
+		count++;
+	}
+	return count == n;
+}
+
 static const char *
 set_netlist(lua_State *L, int idx, struct listener_cfg *lc)
 {
@@ -286,9 +302,11 @@ set_netlist(lua_State *L, int idx, struct listener_cfg *lc)
 		lua_rawseti(L, -2, 1);
 		idx = lua_gettop(L);
 	}
-	if (lua_type(L, idx) != LUA_TTABLE)
+	if (lua_type(L, idx) != LUA_TTABLE || !is_plain_list(L, idx))
 		return "expected a list of networks, e.g. { \"127.0.0.0/8\", \"::1\" }";
 	n = lua_rawlen(L, idx);
+	if (n == 0)
+		return "an empty list would let no client in; leave 'allow' out for loopback only";
 	free(lc->allow);
 	lc->allow = xreallocarray(NULL, n ? n : 1, sizeof(*lc->allow));
 	lc->allow_count = 0;
@@ -484,7 +502,7 @@ set_strlist(lua_State *L, int idx, struct strlist *sl)
 		lua_rawseti(L, -2, 1);
 		idx = lua_gettop(L);
 	}
-	if (lua_type(L, idx) != LUA_TTABLE)
+	if (lua_type(L, idx) != LUA_TTABLE || !is_plain_list(L, idx))
 		return "expected a list of strings, e.g. { \"example.com\" }";
 	n = lua_rawlen(L, idx);
 	for (size_t i = 1; i <= n; i++)
@@ -648,6 +666,7 @@ listener_body(lua_State *L)
 
 	if (lua_type(L, 1) != LUA_TTABLE)
 		return luaL_error(L, "listener \"%s\": expected a table { ... }", lname);
+	ld->opened--;
 	if (config_listener(cfg, lname) != NULL)
 		return luaL_error(L, "listener \"%s\" declared twice", lname);
 	cfg->listeners = xreallocarray(cfg->listeners, cfg->nlisteners + 1, sizeof(*lc));
@@ -681,6 +700,12 @@ listener_open(lua_State *L)
 	if (*name == '\0' || strspn(name, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
 				     "0123456789_-.") != strlen(name))
 		return luaL_error(L, "listener name '%s': use letters, digits, '_', '-', '.'", name);
+	{
+		struct loader *ld = loader_of(L);
+
+		ld->opened++;
+		snprintf(ld->last_opened, sizeof(ld->last_opened), "%s", name);
+	}
 	lua_pushvalue(L, lua_upvalueindex(1));
 	lua_pushvalue(L, 1);
 	lua_pushcclosure(L, listener_body, 2);
@@ -979,10 +1004,22 @@ evaluate(lua_State *L, struct loader *ld, char *const *overrides, size_t noverri
 		rc = run_chunk(L);
 	if (rc != LUA_OK) {
 		const char *msg = lua_tostring(L, -1);
+		size_t plen = strlen(ld->cfg->path);
 
-		/* luaL_loadfilex says "cannot open PATH: ..." itself */
-		buf_appendf(err, "%s", rc == LUA_ERRMEM ? "configuration uses too much memory" :
-			    msg ? msg : "unknown error");
+		if (rc == LUA_ERRMEM)
+			msg = "the configuration uses too much memory (more than 32 MiB)";
+		else if (msg == NULL)
+			msg = "an error without a text message";
+		/* every error names the file: Lua's own say "PATH:LINE:" or "cannot open PATH" */
+		if (strncmp(msg, ld->cfg->path, plen) == 0 || strncmp(msg, "cannot open ", 12) == 0)
+			buf_appendf(err, "%s", msg);
+		else
+			buf_appendf(err, "%s: %s", ld->cfg->path, msg);
+		return -1;
+	}
+	if (ld->opened > 0) {
+		buf_appendf(err, "%s: listener \"%s\" has no { ... } after its name, so it declares "
+			    "nothing", ld->cfg->path, ld->last_opened);
 		return -1;
 	}
 	for (size_t i = 0; i < noverrides; i++)

@@ -65,6 +65,15 @@ cases = [
     ("forward to the listener's own address", 'listener "x" { listen = "127.0.0.1:10024", '
      'forward = "localhost:10024" }\n', r":1: listener \"x\": key 'forward': localhost:10024 is the "
      r"listener's own address"),
+    ("a listener name without { ... }", L % 10024 + 'listener "y"\n',
+     r": listener \"y\" has no \{ \.\.\. \} after its name"),
+    ("an empty allow list", 'listener "x" { listen = "127.0.0.1:1", forward = "127.0.0.1:2", allow = {} }\n',
+     r"key 'allow': an empty list would let no client in"),
+    ("allow given as a table with keys", 'listener "x" { listen = "127.0.0.1:1", forward = "127.0.0.1:2", '
+     'allow = { lan = "10.0.0.0/8" } }\n', r"key 'allow': expected a list of networks"),
+    ("local_domains given as a table with keys", 'local_domains = { a = "example.com" }\n' + L % 10024,
+     r":1: key 'local_domains': expected a list of strings"),
+    ("error({}) names the file", 'error({})\n' + L % 10024, r"check-\d+\.conf: an error without a text"),
     ("public address without allow", 'listener "pub" { listen = "192.0.2.1:10024", forward = "127.0.0.1:25" }\n',
      r"listener \"pub\": listens on 192\.0\.2\.1:10024, which is not a loopback address, without an explicit 'allow'"),
     ("bad allow entry", 'listener "x" { listen = "127.0.0.1:1", forward = "127.0.0.1:2", allow = { "10.0.0.0/33" } }\n',

@@ -200,9 +200,12 @@ for label, text, why in [
          r"%s:\d+: unknown key 'bogus_key'" % re.escape(pd.conf)),
         ("an unknown listener key", good_conf.replace('"second" {', '"second" {\n  bogus = 3,'),
          r"%s:\d+: listener \"second\": unknown key 'bogus'" % re.escape(pd.conf)),
+        # the sink's port, taken by the sink; forwarding elsewhere (forwarding to its own
+        # listen address is refused before any bind is tried)
         ("a listen address that is taken",
-         good_conf + 'listener "third" {\n  listen = "127.0.0.1:%d",\n  forward = "%s"\n}\n'
-         % (sink.port, FWD), r"listener \"third\": cannot listen on 127\.0\.0\.1:%d" % sink.port)]:
+         good_conf + 'listener "third" {\n  listen = "127.0.0.1:%d",\n  forward = "127.0.0.1:%d"\n}\n'
+         % (sink.port, sink.port + 1 if sink.port < 65535 else sink.port - 1),
+         r"listener \"third\": cannot listen on 127\.0\.0\.1:%d" % sink.port)]:
     before = sorted(pd.children())
     with open(pd.conf, "w") as f:
         f.write(text)

@@ -9,6 +9,7 @@
  * 1024), the spool directory is made ours, and only then are privileges
  * dropped, before any byte from the network is read.
  */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
@@ -98,12 +99,36 @@ mkdir_parents(const char *path, bool *made_r)
 }
 
 /*
+ * is_unclaimed - an existing directory nobody uses yet: empty, not world-writable
+ *
+ * Such a directory was made for us: systemd's TemporaryFileSystem= mount
+ * on spool_dir/scan and its RuntimeDirectory= (both root's), or a
+ * postmaster's mkdir. /tmp or /var/spool are neither empty nor (/tmp) safe.
+ */
+static bool
+is_unclaimed(const char *dir, const struct stat *st)
+{
+	DIR *d;
+	struct dirent *e;
+	bool empty = true;
+
+	if ((st->st_mode & S_IWOTH) != 0 || (d = opendir(dir)) == NULL)
+		return false;
+	while (empty && (e = readdir(d)) != NULL)
+		if (strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0)
+			empty = false;
+	closedir(d);
+	return empty;
+}
+
+/*
  * prepare_dir - create a private directory of ours if missing and give it to the user
  *
- * A directory that was there already is used only if it is the user's (its
- * mode is then made 0700): posternd must not take over a directory someone
- * else made, as "spool_dir = /tmp" or "/var/spool" would have it do. As
- * OpenSMTPD does with its queue, it refuses to start and says how to fix it.
+ * A directory that was there already is taken only if it is the user's or
+ * unclaimed (is_unclaimed); its mode is then made 0700. posternd must not
+ * take over a directory in use, as "spool_dir = /tmp" or "/var/spool" would
+ * have it do: as OpenSMTPD does with its queue, it refuses to start and
+ * says how to fix it.
  */
 static void
 prepare_dir(const struct config *cfg, const char *key, const char *dir, bool as_root, uid_t uid,
@@ -121,9 +146,11 @@ prepare_dir(const struct config *cfg, const char *key, const char *dir, bool as_
 		log_fatal("%s: key '%s': %s is not a directory", cfg->path, key, dir);
 	if (!as_root)
 		return;		/* our own user already; check_spool_writable tells the rest */
+	if (!made && st.st_uid != uid && is_unclaimed(dir, &st))
+		made = true;	/* made for us by someone else: give it to the user as our own */
 	if (!made && st.st_uid != uid)
-		log_fatal("%s: key '%s': %s exists and is not user %s's (its owner is uid %ld): "
-			  "posternd gives its user only directories it makes; run "
+		log_fatal("%s: key '%s': %s exists, is in use and is not user %s's (its owner is "
+			  "uid %ld): posternd takes over only empty directories; run "
 			  "\"chown %s: %s && chmod 0700 %s\", or name a directory of posternd's own",
 			  cfg->path, key, dir, cfg->user, (long)st.st_uid, cfg->user, dir, dir);
 	if ((made && (chown(dir, uid, gid) < 0 || chmod(dir, 0700) < 0)) ||
@@ -158,10 +185,12 @@ open_services(const struct config *cfg, bool as_root, uid_t uid, gid_t gid,
 	fds->control = fds->metrics = -1;
 	if (slash != NULL && slash != dir) {
 		*slash = '\0';
+		struct stat st;
 		bool made;
 
-		/* a directory that was there (/run, say) is not ours to give away */
-		if (mkdir_parents(cfg->control_socket, &made) == 0 && made && as_root)
+		/* a directory that was there and is in use (/run, say) is not ours to give away */
+		if (mkdir_parents(cfg->control_socket, &made) == 0 && as_root &&
+		    (made || (stat(dir, &st) == 0 && is_unclaimed(dir, &st))))
 			if (chown(dir, uid, gid) < 0) {
 				/* the socket itself is chowned; the directory is a nicety */
 			}

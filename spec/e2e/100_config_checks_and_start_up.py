@@ -7,9 +7,11 @@ no pattern functions in a configuration (one call could hang a start or a
 reload where no limit reaches it); a client outside a
 listener's `allow` list gets 554 5.7.1 at connect and a log line; started as
 root, the workers run as the configured user; an existing spool_dir that is
-not the user's (root's 1777) stops the start with exit 1 and how to fix it,
-and keeps its owner and mode; the directory of the control socket is given
-to the user only when posternd made it; `posternd -k` lists every key.
+not the user's and in use (root's 1777, or with a file in it) stops the start
+with exit 1 and how to fix it, and keeps its owner and mode, while an empty
+one (a tmpfs mounted for it, a postmaster's mkdir) is taken and made the
+user's 0700; the directory of the control socket is given to the user only
+when posternd made it or it is empty; `posternd -k` lists every key.
 """
 import os
 import pwd
@@ -135,6 +137,10 @@ if os.geteuid() == 0:
     os.chmod(shared, 0o1777)
     pd3 = Posternd({"x": {"forward": "127.0.0.1:%d" % sink.port}}, settings={"spool_dir": shared},
                    start=False)
+    pd3_settings = {k: v for k, v in (("spool_dir", shared), ("hostname", "filter.test"),
+                                      ("user", "nobody"), ("log_level", "info"),
+                                      ("lua_dir", os.path.join(SRCDIR, "lua")),
+                                      ("control_socket", os.path.join(workspace(), "ctl-used")))}
     p = subprocess.Popen([POSTERND, "-f", "-c", pd3.conf], stdout=subprocess.DEVNULL,
                          stderr=subprocess.PIPE, text=True)
     try:
@@ -143,16 +149,41 @@ if os.geteuid() == 0:
         p.kill()
         _, err = p.communicate()
     st = os.stat(shared)
-    t.ok(p.returncode == 1 and "exists and is not user nobody's" in err and "chown nobody:" in err,
-         "an existing spool_dir of root's: exit 1, saying whose it is and how to fix it",
-         "rc=%r %s" % (p.returncode, err[-500:]))
+    t.ok(p.returncode == 1 and "is in use and is not user nobody's" in err and "chown nobody:" in err,
+         "an existing world-writable spool_dir of root's: exit 1, saying whose it is and how to "
+         "fix it", "rc=%r %s" % (p.returncode, err[-500:]))
     t.eq((st.st_uid, oct(st.st_mode & 0o7777)), (0, oct(0o1777)),
          "... and the directory keeps its owner and mode")
+    used = os.path.join(workspace(), "used")
+    os.makedirs(used)
+    open(os.path.join(used, "someone-elses"), "w").close()
+    pd3.write({**pd3_settings, "spool_dir": used}, {"x": {"forward": "127.0.0.1:%d" % sink.port}})
+    p = subprocess.Popen([POSTERND, "-f", "-c", pd3.conf], stdout=subprocess.DEVNULL,
+                         stderr=subprocess.PIPE, text=True)
+    try:
+        _, err = p.communicate(timeout=20)
+    except subprocess.TimeoutExpired:    # it started: the finding
+        p.kill()
+        _, err = p.communicate()
+    t.ok(p.returncode == 1 and "is in use" in err and os.stat(used).st_uid == 0,
+         "an existing spool_dir of root's with a file in it: exit 1, left as it was",
+         "rc=%r %s" % (p.returncode, err[-500:]))
+    # an empty directory made for posternd (systemd's TemporaryFileSystem= on scan/, a
+    # postmaster's mkdir) is taken and made the user's 0700
+    empty = os.path.join(workspace(), "empty-spool")
+    os.makedirs(empty)
+    os.chmod(empty, 0o755)
+    pd6 = Posternd({"x": {"forward": "127.0.0.1:%d" % sink.port}}, settings={"spool_dir": empty})
+    st = os.stat(empty)
+    t.eq((st.st_uid, oct(st.st_mode & 0o777)), (pwd.getpwnam("nobody").pw_uid, oct(0o700)),
+         "an empty spool_dir of root's is taken: the user's, 0700")
+    pd6.stop()
     csd = os.path.join(workspace(), "socketdir")
     os.makedirs(csd)
+    open(os.path.join(csd, "another-socket"), "w").close()
     pd4 = Posternd({"x": {"forward": "127.0.0.1:%d" % sink.port}},
                    settings={"control_socket": os.path.join(csd, "ctl")})
-    t.eq(pd4.ping(), "pong\n", "a control socket in an existing directory answers")
+    t.eq(pd4.ping(), "pong\n", "a control socket in an existing directory in use answers")
     t.eq(os.stat(csd).st_uid, 0, "... and that directory stays root's")
     pd4.stop()
     fresh = os.path.join(workspace(), "fresh", "sockets")

@@ -132,42 +132,37 @@ t.eq(pd.proc.returncode, 0, "SIGTERM: exit status 0")
 if os.geteuid() == 0:
     # directories that were there are not taken over: "spool_dir = /tmp" must not
     # become nobody's 0700, nor /run when the control socket is put there
+    def start_with_spool(spool):
+        """posternd -f with spool_dir = spool: (exit status, stderr); one still running
+        after 20 s (it took the directory: the finding) is killed, status None."""
+        pd_try = Posternd({"x": {"forward": "127.0.0.1:%d" % sink.port}},
+                          settings={"spool_dir": spool}, start=False)
+        p = subprocess.Popen([POSTERND, "-f", "-c", pd_try.conf], stdout=subprocess.DEVNULL,
+                             stderr=subprocess.PIPE, text=True)
+        try:
+            _, err = p.communicate(timeout=20)
+            return p.returncode, err
+        except subprocess.TimeoutExpired:
+            p.kill()
+            return None, p.communicate()[1]
+
     shared = os.path.join(workspace(), "shared")
     os.makedirs(shared)
     os.chmod(shared, 0o1777)
-    pd3 = Posternd({"x": {"forward": "127.0.0.1:%d" % sink.port}}, settings={"spool_dir": shared},
-                   start=False)
-    pd3_settings = {k: v for k, v in (("spool_dir", shared), ("hostname", "filter.test"),
-                                      ("user", "nobody"), ("log_level", "info"),
-                                      ("lua_dir", os.path.join(SRCDIR, "lua")),
-                                      ("control_socket", os.path.join(workspace(), "ctl-used")))}
-    p = subprocess.Popen([POSTERND, "-f", "-c", pd3.conf], stdout=subprocess.DEVNULL,
-                         stderr=subprocess.PIPE, text=True)
-    try:
-        _, err = p.communicate(timeout=20)
-    except subprocess.TimeoutExpired:    # it started: the finding
-        p.kill()
-        _, err = p.communicate()
+    rc, err = start_with_spool(shared)
     st = os.stat(shared)
-    t.ok(p.returncode == 1 and "is in use and is not user nobody's" in err and "chown nobody:" in err,
+    t.ok(rc == 1 and "is in use and is not user nobody's" in err and "chown nobody:" in err,
          "an existing world-writable spool_dir of root's: exit 1, saying whose it is and how to "
-         "fix it", "rc=%r %s" % (p.returncode, err[-500:]))
+         "fix it", "rc=%r %s" % (rc, err[-500:]))
     t.eq((st.st_uid, oct(st.st_mode & 0o7777)), (0, oct(0o1777)),
          "... and the directory keeps its owner and mode")
     used = os.path.join(workspace(), "used")
     os.makedirs(used)
     open(os.path.join(used, "someone-elses"), "w").close()
-    pd3.write({**pd3_settings, "spool_dir": used}, {"x": {"forward": "127.0.0.1:%d" % sink.port}})
-    p = subprocess.Popen([POSTERND, "-f", "-c", pd3.conf], stdout=subprocess.DEVNULL,
-                         stderr=subprocess.PIPE, text=True)
-    try:
-        _, err = p.communicate(timeout=20)
-    except subprocess.TimeoutExpired:    # it started: the finding
-        p.kill()
-        _, err = p.communicate()
-    t.ok(p.returncode == 1 and "is in use" in err and os.stat(used).st_uid == 0,
+    rc, err = start_with_spool(used)
+    t.ok(rc == 1 and "is in use" in err and os.stat(used).st_uid == 0,
          "an existing spool_dir of root's with a file in it: exit 1, left as it was",
-         "rc=%r %s" % (p.returncode, err[-500:]))
+         "rc=%r %s" % (rc, err[-500:]))
     # an empty directory made for posternd (systemd's TemporaryFileSystem= on scan/, a
     # postmaster's mkdir) is taken and made the user's 0700
     empty = os.path.join(workspace(), "empty-spool")

@@ -311,6 +311,7 @@ load(const struct config *cfg, const struct dryrun_opts *o, const char **listene
 	struct policy *p = NULL;
 
 	*listener_r = "test";
+	policy_guard_load(cfg, true);	/* a policy stuck in one C call at load: exit 3 */
 	if (o->policy != NULL)
 		p = policy_load_file(cfg, o->policy, &error);
 	else {
@@ -329,6 +330,7 @@ load(const struct config *cfg, const struct dryrun_opts *o, const char **listene
 					    : xasprintf("no listener of %s has a policy (use --policy FILE)",
 							cfg->path);
 	}
+	policy_guard_load(cfg, false);
 	if (p == NULL) {
 		fprintf(stderr, "postern test: %s\n", error);
 		free(error);

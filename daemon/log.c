@@ -61,6 +61,7 @@ log_init(const char *ident, bool to_stderr, const char *facility)
 		openlog(ident, LOG_PID | LOG_NDELAY, fac);
 }
 
+static bool log_silenced;		/* log_silence(): this process logs nothing */
 static bool log_level_pinned;		/* posternd -d: a reload does not lower it */
 
 /* log_pin_debug - debug level for good (posternd -d), whatever log_level says */
@@ -94,6 +95,17 @@ log_debug_enabled(void)
 	return log_min <= LOG_LEVEL_DEBUG;
 }
 
+/*
+ * log_silence - log nothing more: a child whose outcome its parent reports
+ * (the trial load of the policies), so that a policy's warning at load is
+ * not logged twice
+ */
+void
+log_silence(void)
+{
+	log_silenced = true;
+}
+
 /* log_set_json - one JSON object per line from now on (log_format = "json") */
 void
 log_set_json(bool json)
@@ -122,6 +134,8 @@ emit(int prio, const char *tag, const char *text)
 	struct buf line;
 	size_t n;
 
+	if (log_silenced)
+		return;
 	if (!log_to_stderr) {
 		syslog(prio, log_json ? "%s" : "%s: %s", log_json ? text : tag, text);
 		return;

@@ -23,6 +23,7 @@ void log_init(const char *ident, bool to_stderr, const char *facility);
 bool log_facility_known(const char *name);
 int log_set_level(const char *name);
 void log_pin_debug(void);
+void log_silence(void);
 void log_debug(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void log_info(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void log_warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));

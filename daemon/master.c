@@ -15,7 +15,9 @@
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
+#include <stdio.h>
 #include <sys/stat.h>
+#include <sys/time.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -40,6 +42,7 @@
 #define YOUNG_DEATH_MS		2000	/* a worker dying sooner counts as a crash loop */
 #define FORWARD_PROBE_MS	1000	/* start-up probe of each forward address */
 #define ADMIN_CHILDREN_MAX	4	/* quarantine commands running at once */
+#define TRIAL_REPORT_MAX	8192	/* what the policies' trial load may report */
 
 struct worker_rec {
 	pid_t	pid;			/* 0: slot free */
@@ -199,25 +202,195 @@ master_bind(const struct config *cfg, struct bound **sockets, size_t *nsockets, 
 	return 0;
 }
 
+/* policy_error - "file:line: listener "x": key 'policy': why" (why is freed) */
+static char *
+policy_error(const struct config *cfg, size_t i, char *why)
+{
+	char *error = xasprintf("%s:%d: listener \"%s\": key 'policy': %s", cfg->path,
+				cfg->listeners[i].line, cfg->listeners[i].name, why);
+
+	free(why);
+	return error;
+}
+
+/*
+ * trial_child - in the trial's child: load every policy, each under a timer
+ *
+ * Before each policy it reports "L<index>\n" on fd; a policy that does not
+ * load is reported as "E<error>" and the child exits 1. The timer is the
+ * watchdog's: the count hook stops any Lua loop at policy_timeout, so only
+ * one C call that never returns (a Lua pattern that backtracks) can reach
+ * it, and SIGALRM's default action then ends the child.
+ */
+static void __attribute__((noreturn))
+trial_child(const struct config *cfg, int fd)
+{
+	struct itimerval it = { { 0, 0 }, { 0, 0 } };
+	long ms = policy_watchdog_ms(cfg);
+	sigset_t alrm;
+	char *error = NULL, mark[32];
+
+	log_silence();
+	signal(SIGALRM, SIG_DFL);
+	sigemptyset(&alrm);
+	sigaddset(&alrm, SIGALRM);
+	sigprocmask(SIG_UNBLOCK, &alrm, NULL);
+	it.it_value.tv_sec = ms / 1000;
+	it.it_value.tv_usec = (ms % 1000) * 1000;
+	for (size_t i = 0; i < cfg->nlisteners; i++) {
+		int n = snprintf(mark, sizeof(mark), "L%zu\n", i);
+
+		if (write(fd, mark, (size_t)n) != n)
+			_exit(2);
+		setitimer(ITIMER_REAL, &it, NULL);
+		if (policy_load(cfg, &cfg->listeners[i], &error) == NULL && error != NULL) {
+			char *report = policy_error(cfg, i, error);
+			size_t len = strlen(report);
+
+			if (len > TRIAL_REPORT_MAX - 64)
+				len = TRIAL_REPORT_MAX - 64;
+			if (write(fd, "E", 1) != 1 || write(fd, report, len) != (ssize_t)len)
+				_exit(2);
+			_exit(1);
+		}
+	}
+	_exit(0);
+}
+
+/* read_report - what the trial's child wrote on fd, until it closes it */
+static void
+read_report(int fd, char *report, size_t size)
+{
+	size_t len = 0;
+
+	while (len < size - 1) {
+		ssize_t n = read(fd, report + len, size - 1 - len);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			break;
+		len += (size_t)n;
+	}
+	report[len] = '\0';
+}
+
+/* trial_verdict - the trial's outcome from its child's status and report */
+static int
+trial_verdict(const struct config *cfg, int status, const char *report, char **error_r)
+{
+	const char *at = report, *e = NULL;
+	size_t i = cfg->nlisteners;	/* the policy being loaded when the child ended */
+	char *path;
+
+	while (*at == 'L') {
+		i = strtoul(at + 1, NULL, 10);
+		if ((at = strchr(at, '\n')) == NULL)
+			break;
+		at++;
+	}
+	if (at != NULL && *at == 'E')
+		e = at + 1;
+	if (WIFEXITED(status) && WEXITSTATUS(status) == 0)
+		return 0;
+	if (WIFEXITED(status) && WEXITSTATUS(status) == 1 && e != NULL) {
+		*error_r = xstrdup(e);
+		return -1;
+	}
+	if (i >= cfg->nlisteners || (path = policy_file(cfg, &cfg->listeners[i])) == NULL) {
+		*error_r = xasprintf("%s: the check of the policies ended abnormally (status %d)",
+				     cfg->path, status);
+		return -1;
+	}
+	if (WIFSIGNALED(status) && WTERMSIG(status) == SIGALRM)
+		*error_r = policy_error(cfg, i, xasprintf(
+			"policy %s: loading ran past %ld s (twice policy_timeout, plus one) inside "
+			"one C call, where the time limit cannot stop it (a Lua pattern that "
+			"backtracks? P.regex has no such case)", path, policy_watchdog_ms(cfg) / 1000));
+	else if (WIFSIGNALED(status))
+		*error_r = policy_error(cfg, i, xasprintf("policy %s: loading it ended the check "
+							  "process with signal %d", path,
+							  WTERMSIG(status)));
+	else
+		*error_r = policy_error(cfg, i, xasprintf("policy %s: loading it ended the check "
+							  "process with status %d", path,
+							  WEXITSTATUS(status)));
+	free(path);
+	return -1;
+}
+
+/*
+ * trial_load - load every policy once in a child first; 0, or -1 with *error_r
+ *
+ * A policy is the postmaster's code, and at load it runs in the master. The
+ * count hook stops it at policy_timeout, but not inside one C call: a Lua
+ * pattern that backtracks at load would hang the master for good, on a
+ * reload with the running daemon's workers behind it. The child takes that
+ * risk instead, under the workers' watchdog; the master loads only what
+ * loaded there. The cost is loading the policies twice.
+ */
+static int
+trial_load(const struct config *cfg, char **error_r)
+{
+	char report[TRIAL_REPORT_MAX];
+	int fds[2], status;
+	pid_t pid;
+
+	if (pipe2(fds, O_CLOEXEC) < 0) {
+		*error_r = xasprintf("cannot check the policies: pipe: %s", strerror(errno));
+		return -1;
+	}
+	if ((pid = fork()) < 0) {
+		*error_r = xasprintf("cannot check the policies: fork: %s", strerror(errno));
+		close(fds[0]);
+		close(fds[1]);
+		return -1;
+	}
+	if (pid == 0) {
+		close(fds[0]);
+		trial_child(cfg, fds[1]);
+	}
+	close(fds[1]);
+	read_report(fds[0], report, sizeof(report));
+	close(fds[0]);
+	while (waitpid(pid, &status, 0) < 0)
+		if (errno != EINTR) {
+			*error_r = xasprintf("cannot check the policies: waitpid: %s", strerror(errno));
+			return -1;
+		}
+	return trial_verdict(cfg, status, report, error_r);
+}
+
+/* any_listener_policy - does some listener run a policy */
+static bool
+any_listener_policy(const struct config *cfg)
+{
+	for (size_t i = 0; i < cfg->nlisteners; i++)
+		if (cfg->listeners[i].policy != NULL)
+			return true;
+	return false;
+}
+
 /*
  * master_load_policies - every listener's policy, or none and an error
  *
  * Loaded here, before the workers fork, so that they inherit a state that
- * is known to load, with its patterns compiled and its tables read.
+ * is known to load, with its patterns compiled and its tables read; after
+ * a trial load in a child (trial_load), so that no policy can hang the master.
  */
 struct policy **
 master_load_policies(const struct config *cfg, char **error_r)
 {
-	struct policy **p = xcalloc(cfg->nlisteners ? cfg->nlisteners : 1, sizeof(*p));
+	struct policy **p;
 
+	*error_r = NULL;
+	if (any_listener_policy(cfg) && trial_load(cfg, error_r) < 0)
+		return NULL;
+	p = xcalloc(cfg->nlisteners ? cfg->nlisteners : 1, sizeof(*p));
 	for (size_t i = 0; i < cfg->nlisteners; i++) {
 		p[i] = policy_load(cfg, &cfg->listeners[i], error_r);
 		if (p[i] == NULL && *error_r != NULL) {
-			char *why = *error_r;
-
-			*error_r = xasprintf("%s:%d: listener \"%s\": key 'policy': %s", cfg->path,
-					     cfg->listeners[i].line, cfg->listeners[i].name, why);
-			free(why);
+			*error_r = policy_error(cfg, i, *error_r);
 			master_free_policies(cfg, p);
 			return NULL;
 		}

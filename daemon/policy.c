@@ -136,8 +136,10 @@ policy_set_last_words(void (*last_words)(void))
  * of twice the policy timeout plus a second ends the worker. Before it does,
  * the session's last words (policy_set_last_words) tell the client "421": the
  * MTA defers the message with a reason and keeps it queued (never lost), and
- * the master starts a fresh worker. Not armed at load, in the master, where
- * the postmaster's own code runs once and a hang shows at once.
+ * the master starts a fresh worker. Not armed at load, in the master: the
+ * master first loads every policy in a child of its own under a timer
+ * (master_load_policies), so that a policy hanging there ends the child,
+ * never the running daemon.
  */
 static void
 watchdog_fired(int sig)
@@ -177,6 +179,13 @@ watchdog(long ms)
 			handler_in = self_pid();
 	}
 	setitimer(ITIMER_REAL, &it, NULL);
+}
+
+/* policy_guard_load - see policy.h */
+void
+policy_guard_load(const struct config *cfg, bool on)
+{
+	watchdog(on ? policy_watchdog_ms(cfg) : 0);
 }
 
 /* arm - start the limits for one run (load or message) */
@@ -584,6 +593,23 @@ policy_load_file(const struct config *cfg, const char *path, char **error_r)
 	return p;
 }
 
+/* policy_watchdog_ms - how long one run may take before the watchdog ends it */
+long
+policy_watchdog_ms(const struct config *cfg)
+{
+	return 2 * cfg->policy_timeout_ms + 1000;
+}
+
+/* policy_file - the path of listener lc's policy, owned by the caller; NULL if none */
+char *
+policy_file(const struct config *cfg, const struct listener_cfg *lc)
+{
+	if (lc->policy == NULL)
+		return NULL;
+	return lc->policy[0] == '/' ? xstrdup(lc->policy) :
+	       xasprintf("%s/%s", cfg->policy_dir, lc->policy);
+}
+
 /* policy_load - the policy of listener lc (NULL with no error when it has none) */
 struct policy *
 policy_load(const struct config *cfg, const struct listener_cfg *lc, char **error_r)
@@ -592,10 +618,8 @@ policy_load(const struct config *cfg, const struct listener_cfg *lc, char **erro
 	char *path;
 
 	*error_r = NULL;
-	if (lc->policy == NULL)
+	if ((path = policy_file(cfg, lc)) == NULL)
 		return NULL;
-	path = lc->policy[0] == '/' ? xstrdup(lc->policy) :
-	       xasprintf("%s/%s", cfg->policy_dir, lc->policy);
 	p = policy_load_file(cfg, path, error_r);
 	free(path);
 	return p;
@@ -647,7 +671,7 @@ policy_run(struct policy *p, struct policy_input *in, char **error_r)
 	lua_rawgeti(L, LUA_REGISTRYINDEX, p->chain_ref);
 	lua_msg_push(L, in);
 	arm(p);
-	arm_watchdog(p, 2 * p->cfg->policy_timeout_ms + 1000);
+	arm_watchdog(p, policy_watchdog_ms(p->cfg));
 	rc = call_protected(p, 1, 1, error_r);
 	disarm_watchdog(p);
 	disarm(p);

@@ -75,5 +75,15 @@ bool policy_is_spent(const struct policy *p);
 long policy_wait_begin(lua_State *L, long want_ms);
 void policy_wait_end(lua_State *L);
 const char *policy_path(const struct policy *p);
+/* the path of listener lc's policy (caller frees); NULL when it has none */
+char *policy_file(const struct config *cfg, const struct listener_cfg *lc);
+/* how long one run may take, C calls included, before the watchdog ends it */
+long policy_watchdog_ms(const struct config *cfg);
+/*
+ * policy_guard_load - arm (on) or disarm the watchdog around a load, in a
+ * process the watchdog may end (postern test; never the master, which
+ * loads in a child first)
+ */
+void policy_guard_load(const struct config *cfg, bool on);
 
 #endif

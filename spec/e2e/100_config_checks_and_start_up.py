@@ -4,7 +4,8 @@ Pins: `posternd -t` exits 0 on the bundled config and 1 on a broken one, and
 every error names the file, the line and the key; a listener on a non-loopback
 address without an explicit `allow` list is refused; the string library has
 no pattern functions in a configuration (one call could hang a start or a
-reload where no limit reaches it); a client outside a
+reload where no limit reaches it), and a policy that hangs in one such call
+at load makes `posternd -t` exit 1 naming it; a client outside a
 listener's `allow` list gets 554 5.7.1 at connect and a log line; started as
 root, the workers run as the configured user; an existing spool_dir that is
 not the user's and in use (root's 1777, or with a file in it) stops the start
@@ -92,6 +93,28 @@ for name, text, want in cases:
     rc, out, path = check_config(text)
     t.ok(rc == 1 and path in out, "%s: exit 1 naming the file" % name, "rc=%d %s" % (rc, out))
     t.match(want, out, "%s: the error says where and what" % name)
+
+# A policy's own code runs at load too, where the count hook cannot reach one C
+# call: the check loads the policies in a child under the workers' watchdog
+# (2 * policy_timeout + 1 s) and reports which one hung, instead of hanging.
+HANG_DIR = os.path.join(workspace(), "hang-policies")
+os.makedirs(HANG_DIR, exist_ok=True)
+with open(os.path.join(HANG_DIR, "hang.lua"), "w") as f:
+    f.write('local P = require "postern"\n'
+            'local stuck = string.find(("a"):rep(40), ("a*"):rep(40) .. "b")\n'
+            'return P.policy {}\n')
+hang_conf = os.path.join(workspace(), "hang.conf")
+with open(hang_conf, "w") as f:
+    f.write('policy_dir = "%s"\nlua_dir = "%s/lua"\npolicy_timeout = 1\n' % (HANG_DIR, SRCDIR) +
+            'listener "x" { listen = "127.0.0.1:1", forward = "127.0.0.1:2", policy = "hang.lua" }\n')
+try:
+    p = subprocess.run([POSTERND, "-t", "-c", hang_conf], capture_output=True, text=True, timeout=30)
+    rc, out = p.returncode, p.stdout + p.stderr
+except subprocess.TimeoutExpired:
+    rc, out = None, "posternd -t still running after 30 s"
+t.eq(rc, 1, "a policy that hangs at load in one C call: posternd -t exits 1", out)
+t.match(r"hang\.conf:4: listener \"x\": key 'policy': policy \S*hang\.lua: loading ran past 3 s "
+        r"\(twice policy_timeout, plus one\) inside one C call", out, "... naming the policy and why")
 
 rc, out, _ = check_config('listener "pub" { listen = "192.0.2.1:10024", forward = "127.0.0.1:25", '
                           'allow = { "192.0.2.0/24" } }\n')

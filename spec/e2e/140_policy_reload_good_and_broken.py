@@ -11,8 +11,11 @@ Pinned behaviour:
       RCPT) completes after it: 250, delivered once, decided by the policy of
       the generation that accepted the session (v1);
   (c) SIGHUP with a broken policy: a syntax error, a rule constructor error
-      (P.header without pattern), a lookup table that is missing at load:
-      the log says "reload failed, keeping the running configuration and
+      (P.header without pattern), a lookup table that is missing at load,
+      a Lua pattern that backtracks for hours inside one C call at load
+      (where the count hook cannot stop it: the master loads each policy
+      in a child first, under the workers' watchdog, twice policy_timeout
+      plus one second): the log says "reload failed, keeping the running configuration and
       policies: " with the reason (file:line for the first two), no new
       generation starts, the running workers are kept and the old policy
       (v2) keeps serving;
@@ -55,8 +58,9 @@ write(POLICY, policy_text("v1"))
 write(TABLE, "# tiers\nexample.org first\n")
 
 sink = Sink(name="sink")
+POLICY_TIMEOUT = 2            # the watchdog: 2 * 2 + 1 = 5 s
 pd = Posternd({"main": {"policy": "reload.lua", "forward": "127.0.0.1:%d" % sink.port,
-                        "workers": 1}})
+                        "workers": 1}}, {"policy_timeout": POLICY_TIMEOUT})
 PORT = pd.ports["main"]
 _tok = [0]
 
@@ -163,6 +167,12 @@ BROKEN = [
     ("a lookup table that is missing",
      policy_text("v3").replace('"tiers.table"', '"missing.table"'),
      r"P\.read_table: cannot open \S*missing\.table"),
+    ("a Lua pattern that backtracks inside one C call",
+     policy_text("v3").replace("return P.policy {",
+                               'local stuck = string.find(("a"):rep(40), ("a*"):rep(40) .. "b")\n'
+                               'return P.policy {'),
+     r"reload\.lua: loading ran past %d s \(twice policy_timeout, plus one\) inside one C call"
+     % (2 * POLICY_TIMEOUT + 1)),
 ]
 for label, text, why in BROKEN:
     write(POLICY, text)
@@ -170,7 +180,7 @@ for label, text, why in BROKEN:
     mark = len(pd.log())
     pd.signal(signal.SIGHUP)
     m = pd.wait_log(r"reload failed, keeping the running configuration and policies: [^\n]*",
-                    10, mark)
+                    10 + 2 * POLICY_TIMEOUT + 1, mark)
     t.ok(m is not None, "(c) %s: the log says the reload failed, keeping the running "
          "configuration and policies" % label, pd.log()[mark:])
     t.match(why, m.group(0) if m else "", "(c) %s: ... and why" % label)

@@ -48,7 +48,7 @@ import os
 import re
 import subprocess
 
-from harness import (POSTERN, Client, Posternd, Reply, Sink, mail_id, stuff, t,
+from harness import (POSTERN, SRCDIR, Client, Posternd, Reply, Sink, mail_id, stuff, t,
                      workspace)
 
 SENDER = "sender@example.org"
@@ -390,6 +390,22 @@ with open(plain, "w") as f:
     f.write('return function(msg) return "reject" end\n')
 rc, out, err = postern("test", "--policy", plain, "--rcpt", "x@example.com", m_pass, conf=None)
 t.eq(rc, 12, "test --policy FILE without any configuration: runs it (reject, exit 12)")
+
+# a policy stuck in one C call at load (a Lua pattern that backtracks) meets the
+# watchdog (2 * policy_timeout + 1 s) as a stuck message run does: exit 3
+stuck = os.path.join(WS, "stuck-at-load.lua")
+with open(stuck, "w") as f:
+    f.write('local P = require "postern"\n'
+            'local s = string.find(("a"):rep(40), ("a*"):rep(40) .. "b")\n'
+            'return P.policy {}\n')
+stuck_conf = os.path.join(WS, "stuck.conf")
+with open(stuck_conf, "w") as f:
+    f.write('lua_dir = "%s/lua"\npolicy_timeout = 1\n'
+            'listener "x" { listen = "127.0.0.1:1", forward = "127.0.0.1:2" }\n' % SRCDIR)
+rc, out, err = postern("test", "--policy", stuck, m_pass, conf=stuck_conf)
+t.eq(rc, 3, "test --policy FILE stuck at load inside one C call: the watchdog ends it (exit 3)",
+     err)
+t.match(r"policy watchdog", err, "... and says so")
 
 for label, args in (("no message file", ["--listener", "dry"]),
                     ("--policy and --listener together", ["--policy", plain, "--listener", "dry",

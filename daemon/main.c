@@ -50,24 +50,34 @@ usage(void)
 	exit(2);
 }
 
-/* lookup_ids - uid/gid of the configured user and group; fatal if unknown */
-static void
-lookup_ids(const struct config *cfg, uid_t *uid_r, gid_t *gid_r)
+/*
+ * account_problem - what is wrong with the account posternd runs as, or NULL
+ *
+ * Started as root it needs 'user'; a 'user' or 'group' must exist (checked
+ * by -t too, whoever runs it). Fills *uid_r and *gid_r when 'user' is set.
+ * The text is the caller's to free.
+ */
+static char *
+account_problem(const struct config *cfg, bool as_root, uid_t *uid_r, gid_t *gid_r)
 {
-	struct passwd *pw = getpwnam(cfg->user);
+	struct passwd *pw;
+	struct group *gr;
 
-	if (pw == NULL)
-		log_fatal("%s: key 'user': no such user '%s' (create it, e.g. useradd --system %s)",
-			  cfg->path, cfg->user, cfg->user);
+	if (cfg->user == NULL)
+		return as_root ? xasprintf("%s: running as root needs key 'user' (the account "
+					   "postern runs as)", cfg->path) : NULL;
+	if ((pw = getpwnam(cfg->user)) == NULL)
+		return xasprintf("%s: key 'user': no such user '%s' (create it, e.g. useradd "
+				 "--system %s)", cfg->path, cfg->user, cfg->user);
 	*uid_r = pw->pw_uid;
 	*gid_r = pw->pw_gid;
 	if (cfg->group != NULL) {
-		struct group *gr = getgrnam(cfg->group);
-
-		if (gr == NULL)
-			log_fatal("%s: key 'group': no such group '%s'", cfg->path, cfg->group);
+		if ((gr = getgrnam(cfg->group)) == NULL)
+			return xasprintf("%s: key 'group': no such group '%s'", cfg->path,
+					 cfg->group);
 		*gid_r = gr->gr_gid;
 	}
+	return NULL;
 }
 
 /*
@@ -305,9 +315,25 @@ main(int argc, char **argv)
 		return 1;
 	}
 	if (check_only) {
-		struct policy **policies = master_load_policies(cfg, &error);
+		struct policy **policies;
 
-		if (policies == NULL) {
+		/*
+		 * A missing account is an error; root without 'user' only a
+		 * warning: the check may run as root for a daemon that systemd
+		 * starts as the user itself.
+		 */
+		if ((error = account_problem(cfg, false, &uid, &gid)) != NULL) {
+			fprintf(stderr, "posternd: %s\n", error);
+			free(error);
+			config_free(cfg);
+			return 1;
+		}
+		if ((error = account_problem(cfg, geteuid() == 0, &uid, &gid)) != NULL) {
+			fprintf(stderr, "posternd: warning: started as root, posternd would refuse "
+				"this: %s\n", error);
+			free(error);
+		}
+		if ((policies = master_load_policies(cfg, &error)) == NULL) {
 			fprintf(stderr, "posternd: %s\n", error);
 			free(error);
 			config_free(cfg);
@@ -334,8 +360,8 @@ main(int argc, char **argv)
 		return 0;
 	}
 	as_root = geteuid() == 0;
-	if (as_root && cfg->user == NULL)
-		log_fatal("%s: running as root needs key 'user' (the account postern runs as)", path);
+	if ((error = account_problem(cfg, as_root, &uid, &gid)) != NULL)
+		log_fatal("%s", error);
 	if (!foreground)
 		log_init("posternd", false, cfg->syslog_facility);
 	if (debug)
@@ -343,9 +369,7 @@ main(int argc, char **argv)
 	else
 		log_set_level(cfg->log_level);
 	log_set_json(strcmp(cfg->log_format, "json") == 0);
-	if (as_root)
-		lookup_ids(cfg, &uid, &gid);
-	else if (cfg->user != NULL)
+	if (!as_root && cfg->user != NULL)
 		log_warnx("%s: user '%s' ignored: not started as root", path, cfg->user);
 	prepare_dir(cfg, "spool_dir", cfg->spool_dir, as_root, uid, gid);
 	if (cfg->clamav.database != NULL)

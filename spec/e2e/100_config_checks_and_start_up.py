@@ -88,6 +88,11 @@ cases = [
     ("empty hostname", 'hostname = ""\n' + L % 10024, r":1: key 'hostname': expected a host name"),
     ("hostname with a space", 'hostname = "a b"\n' + L % 10024, r":1: key 'hostname': expected a host name"),
     ("a NUL inside a string", 'user = "a\\0b"\n' + L % 10024, r":1: key 'user': expected a string without NUL"),
+    # the daemon started as root would stop on these: the check says so first
+    ("a user that does not exist", 'user = "no-such-postern-user"\n' + L % 10024,
+     r"key 'user': no such user 'no-such-postern-user'"),
+    ("a group that does not exist", 'user = "nobody"\ngroup = "no-such-postern-group"\n' + L % 10024,
+     r"key 'group': no such group 'no-such-postern-group'"),
 ]
 for name, text, want in cases:
     rc, out, path = check_config(text)
@@ -119,6 +124,13 @@ t.match(r"hang\.conf:4: listener \"x\": key 'policy': policy \S*hang\.lua: loadi
 rc, out, _ = check_config('listener "pub" { listen = "192.0.2.1:10024", forward = "127.0.0.1:25", '
                           'allow = { "192.0.2.0/24" } }\n')
 t.eq(rc, 0, "a non-loopback listener with an explicit allow list is accepted")
+if os.geteuid() == 0:
+    # without 'user' the daemon started as root refuses to start; the check,
+    # which may run as root for a daemon systemd starts as the user, warns
+    t.match(r"warning: started as root, posternd would refuse this: \S+: running as root needs "
+            r"key 'user'", out, "checked as root, a configuration without 'user' gets a warning")
+else:
+    t.skip("checked as root, a configuration without 'user' gets a warning", "not root")
 
 p = subprocess.run([POSTERND, "-k"], capture_output=True, text=True, timeout=10)
 t.ok(p.returncode == 0 and "listener\tmax_message_size\t64M\t" in p.stdout and

@@ -351,6 +351,11 @@ main(int argc, char **argv)
 	if (optind == argc)
 		usage(2);
 	if ((ctx.cmd = find_command(argc - optind, argv + optind, &used)) == NULL) {
+		if (optind + 1 == argc && strcmp(argv[optind], "quarantine") == 0) {
+			fprintf(stderr, "postern: quarantine: which command? list, show MAIL_ID "
+				"or delete MAIL_ID\n");
+			usage(2);
+		}
 		fprintf(stderr, "postern: unknown command '");
 		esc_fputs(argv[optind], stderr);
 		if (optind + 1 < argc && strcmp(argv[optind], "quarantine") == 0) {

@@ -310,6 +310,10 @@ rc, out, err = postern("quarantine", "delete", mid2)
 t.eq(rc, 1, "quarantine delete again: exit 1")
 rc, out, err = postern("quarantine", "delete")
 t.eq(rc, 2, "quarantine delete without an id: exit 2 (usage)")
+rc, out, err = postern("quarantine")
+t.eq(rc, 2, "quarantine without a command: exit 2 (usage)")
+t.match(r"postern: quarantine: which command\? list, show MAIL_ID or delete MAIL_ID", err,
+        "quarantine without a command: says which commands there are")
 t.eq(copies(tok2), [], "a deleted message was never delivered")
 
 # ---------------------------------------------------------------- postern test

@@ -10,6 +10,7 @@
  */
 #include <ctype.h>
 #include <errno.h>
+#include <limits.h>
 #include <poll.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -505,15 +506,18 @@ store(struct session *s, const char *p, size_t len)
 {
 	struct message *m = s->msg;
 
-	if (m == NULL || m->spool == NULL || m->too_big || m->spool_errno != 0 || len == 0)
+	if (m == NULL || m->spool == NULL || len == 0)
 		return;
 	if (m->data_started_us == 0)
 		m->data_started_us = stats_now_us();
-	if ((unsigned long)m->size + len > (unsigned long)s->lc->max_message_size) {
+	/* counted whatever happens to them: the log gives a refused message's size too */
+	m->size = len > (size_t)(LONG_MAX - m->size) ? LONG_MAX : m->size + (long)len;
+	if (m->too_big || m->spool_errno != 0)
+		return;
+	if (m->size > s->lc->max_message_size) {
 		m->too_big = true;
 		return;
 	}
-	m->size += (long)len;
 	if (spool_write(m->spool, p, len) < 0)
 		m->spool_errno = errno;
 }

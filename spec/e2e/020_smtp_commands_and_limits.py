@@ -7,7 +7,7 @@ bad sequences 503 5.5.1; syntax errors 501 5.5.4; an over-long command line
 and a message over it 552 5.3.4 after the data; too many recipients 452 4.5.3;
 too many errors 421 and the connection closed. Nothing here is delivered.
 """
-from harness import Client, Posternd, Sink, stuff, t
+from harness import Client, Posternd, Sink, mail_id, stuff, t
 
 sink = Sink()
 fwd = "127.0.0.1:%d" % sink.port
@@ -68,6 +68,10 @@ t.eq(c.cmd("DATA").code, 354, "DATA for an oversized message")
 c.send(stuff(b"Subject: big\r\n\r\n" + (b"y" * 70 + b"\r\n") * 400))
 r = c.reply()
 t.match(r"^552 5\.3\.4 ", r.text, "message over max_message_size: 552 5.3.4")
+big_id = mail_id(r)
+# the log line gives what was received (16 + 400 * 72 bytes), not what was kept (none)
+t.ok(pd.wait_log(r"id=%s .*size=%d .*result=rejected" % (big_id, 16 + 400 * 72), 10) is not None,
+     "message over max_message_size: the log line gives its size", pd.log()[-2000:])
 t.eq(c.cmd("NOOP").code, 250, "the session survives an oversized message")
 t.eq(c.cmd("QUIT").code, 221, "QUIT: 221")
 t.ok(c.closed(), "the server closes after QUIT")

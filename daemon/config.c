@@ -11,6 +11,7 @@
  * daemon at start or at SIGHUP.
  */
 #include <arpa/inet.h>
+#include <ctype.h>
 #include <netinet/in.h>
 #include <errno.h>
 #include <limits.h>
@@ -28,6 +29,7 @@
 #include "config.h"
 #include "log.h"
 #include "util/buf.h"
+#include "util/esc.h"
 #include "util/xalloc.h"
 
 #define CONFIG_INSTRUCTION_LIMIT (10 * 1000 * 1000)	/* a config is a few dozen lines */
@@ -807,6 +809,29 @@ run_chunk(lua_State *L)
 	return lua_pcall(L, 0, 0, 0);
 }
 
+/* is_name - len bytes of a Lua name, as keys are: letters, digits, _, not a digit first */
+static bool
+is_name(const char *p, size_t len)
+{
+	if (len == 0 || isdigit((unsigned char)*p))
+		return false;
+	for (size_t i = 0; i < len; i++)
+		if (!isalnum((unsigned char)p[i]) && p[i] != '_')
+			return false;
+	return true;
+}
+
+/* is_override_key - "key" or "section.key", the only forms -o takes */
+static bool
+is_override_key(const char *key, size_t len)
+{
+	const char *dot = memchr(key, '.', len);
+
+	if (dot == NULL)
+		return is_name(key, len);
+	return is_name(key, (size_t)(dot - key)) && is_name(dot + 1, len - (size_t)(dot - key) - 1);
+}
+
 /* apply_override - "key=value" from the command line (-o), as a string assignment */
 static int
 apply_override(lua_State *L, const char *ov, struct buf *err)
@@ -815,8 +840,12 @@ apply_override(lua_State *L, const char *ov, struct buf *err)
 	struct buf chunk;
 	int rc;
 
-	if (eq == NULL || eq == ov) {
-		buf_appendf(err, "-o %s: expected key=value", ov);
+	if (eq == NULL || !is_override_key(ov, (size_t)(eq - ov))) {
+		char *shown = esc_logs(ov);
+
+		buf_appendf(err, "-o %s: expected key=value or section.key=value (a key such as "
+			    "log_level or quarantine.dir)", shown);
+		free(shown);
 		return -1;
 	}
 	buf_init(&chunk, 0);

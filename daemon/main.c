@@ -287,8 +287,10 @@ main(int argc, char **argv)
 		case 'f': foreground = true; break;
 		case 'k': config_print_keys(); return 0;
 		case 'o':
-			if (noverrides == MAX_OVERRIDES)
-				usage();
+			if (noverrides == MAX_OVERRIDES) {
+				fprintf(stderr, "posternd: at most %d -o options\n", MAX_OVERRIDES);
+				return 2;
+			}
 			overrides[noverrides++] = optarg;
 			break;
 		case 't': check_only = true; break;

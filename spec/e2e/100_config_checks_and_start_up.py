@@ -16,6 +16,7 @@ when posternd made it or it is empty; `posternd -k` lists every key.
 """
 import os
 import pwd
+import re
 import subprocess
 
 from harness import POSTERND, SRCDIR, Client, Posternd, Sink, check_config, t, workspace
@@ -98,6 +99,30 @@ for name, text, want in cases:
     rc, out, path = check_config(text)
     t.ok(rc == 1 and path in out, "%s: exit 1 naming the file" % name, "rc=%d %s" % (rc, out))
     t.match(want, out, "%s: the error says where and what" % name)
+
+# -o sets a key, or one key of a section, on top of the file; anything else is refused
+ov_conf = os.path.join(workspace(), "ov.conf")
+with open(ov_conf, "w") as f:
+    f.write('listener "x" { listen = "127.0.0.1:1", forward = "127.0.0.1:2" }\n')
+
+
+def check_with(*opts):
+    p = subprocess.run([POSTERND, "-t", "-c", ov_conf] + list(opts), capture_output=True,
+                       text=True, timeout=30)
+    return p.returncode, p.stdout + p.stderr
+
+
+rc, out = check_with("-o", "log_level=warn", "-o", "quarantine.dir=/var/tmp/q", "-o", "max_header_size=2M")
+t.eq(rc, 0, "-o key=value and -o section.key=value: valid", out)
+rc, out = check_with("-o", "log_level=loud")
+t.ok(rc == 1 and re.search(r"key 'log_level': expected \"debug\"", out), "-o with a bad value: exit 1 "
+     "and the key's error", out)
+for bad in ("a.b.c=1", "foo", "=3", "print(1)x=2"):
+    rc, out = check_with("-o", bad)
+    t.ok(rc == 1 and "-o %s: expected key=value or section.key=value" % bad in out,
+         "-o %s: exit 1, saying which forms -o takes" % bad, out)
+rc, out = check_with(*(["-o", "log_level=info"] * 65))
+t.ok(rc == 2 and "at most 64 -o options" in out, "65 times -o: exit 2, saying the limit", out)
 
 # A policy's own code runs at load too, where the count hook cannot reach one C
 # call: the check loads the policies in a child under the workers' watchdog

@@ -280,6 +280,9 @@ ask_daemon(const struct context *ctx, int argc, const char *cmd)
 	}
 	if ((cfg = config_load(ctx->config_path, NULL, 0, &error)) == NULL) {
 		fprintf(stderr, "postern: %s\n", error);
+		/* the file names the socket; the daemon keeps what it runs */
+		fprintf(stderr, "postern: '%s' not sent: the configuration naming posternd's "
+			"control_socket does not load; a running posternd keeps its own\n", cmd);
 		free(error);
 		return 1;
 	}

@@ -467,6 +467,10 @@ s = s or scrape()
 t.eq(val(s, "postern_last_reload_success"), 0.0, "broken config: postern_last_reload_success 0")
 t.eq(val(s, "postern_reloads_total", result="ok"), ok0 + 2, "broken config: {ok} unchanged")
 t.ok(pd.wait_log(r"reload failed", 5, mark), "broken config: the log says the reload failed")
+rc, out, err = postern("-c", CONF, "reload")
+t.ok(rc == 1 and "'reload' not sent: the configuration naming posternd's control_socket does not "
+     "load; a running posternd keeps its own" in err,
+     "broken config: postern reload exits 1, says nothing was sent and why", err)
 with open(CONF, "w") as f:
     f.write(GOOD_CONF)
 # postern reads the control_socket from the config, so ask with the good one

@@ -20,6 +20,7 @@
  * 12 reject, 13 tempfail; 1 when the policy fails to load or to run (the
  * daemon would tempfail the message), 2 for usage errors.
  */
+#include <arpa/inet.h>
 #include <errno.h>
 #include <getopt.h>
 #include <stdio.h>
@@ -64,6 +65,48 @@ usage_error(const char *what)
 	return 2;
 }
 
+/* has_control - does s hold a control byte (C0 or DEL), which no SMTP value may */
+static bool
+has_control(const char *s)
+{
+	for (const unsigned char *p = (const unsigned char *)s; *p != '\0'; p++)
+		if (*p < 0x20 || *p == 0x7f)
+			return true;
+	return false;
+}
+
+/* is_ip - an IPv4 or IPv6 address, as the daemon gives msg.client.ip */
+static bool
+is_ip(const char *s)
+{
+	unsigned char addr[sizeof(struct in6_addr)];
+
+	return inet_pton(AF_INET, s, addr) == 1 || inet_pton(AF_INET6, s, addr) == 1;
+}
+
+/*
+ * opts_are_sane - values the daemon could give a policy; false after a usage error
+ *
+ * A policy tried on what no session can produce (a client IP "banana", an
+ * empty recipient) shows nothing about what it does in the daemon.
+ */
+static bool
+opts_are_sane(const struct dryrun_opts *o)
+{
+	const char *named[] = { o->from, o->client_name, o->helo, o->login };
+
+	for (size_t i = 0; i < o->nrcpts; i++)
+		if (o->rcpts[i][0] == '\0' || has_control(o->rcpts[i]))
+			return usage_error("--rcpt: expected an address"), false;
+	for (size_t i = 0; i < sizeof(named) / sizeof(named[0]); i++)
+		if (named[i] != NULL && has_control(named[i]))
+			return usage_error("--from, --client-name, --helo and --login take no control "
+					   "characters"), false;
+	if (o->client_ip != NULL && !is_ip(o->client_ip))
+		return usage_error("--client-ip: expected an IPv4 or IPv6 address"), false;
+	return true;
+}
+
 /* parse_opts - the command's options; -1 after a usage error was printed */
 static int
 parse_opts(int argc, char **argv, struct dryrun_opts *o)
@@ -100,6 +143,8 @@ parse_opts(int argc, char **argv, struct dryrun_opts *o)
 		return usage_error("give exactly one message file"), -1;
 	if (o->policy != NULL && o->listener != NULL)
 		return usage_error("--policy and --listener exclude each other"), -1;
+	if (!opts_are_sane(o))
+		return -1;
 	o->file = argv[optind];
 	return 0;
 }

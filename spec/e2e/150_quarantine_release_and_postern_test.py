@@ -414,7 +414,11 @@ t.match(r"policy watchdog", err, "... and says so")
 for label, args in (("no message file", ["--listener", "dry"]),
                     ("--policy and --listener together", ["--policy", plain, "--listener", "dry",
                                                           m_pass]),
-                    ("an unknown option", ["--bogus", m_pass])):
+                    ("an unknown option", ["--bogus", m_pass]),
+                    # values no session could give the policy
+                    ("a --client-ip that is no address", ["--client-ip", "banana", m_pass]),
+                    ("an empty --rcpt", ["--rcpt=", m_pass]),
+                    ("a --helo with a line break", ["--helo", "a\nb", m_pass])):
     rc, out, err = postern("test", *args)
     t.eq(rc, 2, "test with %s: exit 2 (usage)" % label)
 rc, out, err = postern("test", "--listener", "nosuch", m_pass)

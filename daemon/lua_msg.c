@@ -900,6 +900,20 @@ decide(struct recipient *r, enum verdict v, char *reply)
 }
 
 /* rcpt_decide_as - common body of rcpt:pass() ... rcpt:tempfail() */
+/*
+ * faulty_arg - the stack index of the positional argument verdict_from's
+ * why is about: rcpt:reject(text, code, enh) has self at 1
+ */
+static int
+faulty_arg(const char *why)
+{
+	if (strncmp(why, "code", 4) == 0)
+		return 3;
+	if (strncmp(why, "enh", 3) == 0)
+		return 4;
+	return 2;
+}
+
 static int
 rcpt_decide_as(lua_State *L, const char *verdict)
 {
@@ -940,7 +954,7 @@ rcpt_decide_as(lua_State *L, const char *verdict)
 		}
 	}
 	if (verdict_from(L, -1, &v, &reply, &why) < 0)
-		return luaL_argerror(L, 2, why);
+		return luaL_argerror(L, lua_type(L, 2) == LUA_TTABLE ? 2 : faulty_arg(why), why);
 	lua_pushboolean(L, decide(r, v, reply));
 	return 1;
 }

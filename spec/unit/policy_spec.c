@@ -721,6 +721,13 @@ bad_edits_are_errors(void)
 		{ "msg:add_score(0/0, 'nan')", "finite", "a NaN score" },
 		{ "msg:header('Subject', 'cooked')", "invalid option", "an unknown header mode" },
 		{ "msg.recipients[1]:reject('x', 450)", "5xx", "rcpt:reject with a 4xx code" },
+		/* the argument named is the one at fault: #1 text, #2 code, #3 enh */
+		{ "msg.recipients[1]:reject('x', 250)", "bad argument #2 to 'reject' (code",
+		  "rcpt:reject: a bad code is argument #2" },
+		{ "msg.recipients[1]:tempfail('x', 451, '5.1.1')", "bad argument #3 to 'tempfail' (enh",
+		  "rcpt:tempfail: a bad enh is argument #3" },
+		{ "msg.recipients[1]:reject({ code = 250 })", "bad argument #1 to 'reject' (code",
+		  "rcpt:reject: a bad table is argument #1" },
 		{ "msg.header(nil, 'Subject')", "postern.msg expected", "a method without its object" },
 	};
 

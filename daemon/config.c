@@ -1143,6 +1143,16 @@ strlist_free(struct strlist *sl)
 	sl->n = 0;
 }
 
+/* config_any_policy - does any listener run a policy */
+bool
+config_any_policy(const struct config *cfg)
+{
+	for (size_t i = 0; i < cfg->nlisteners; i++)
+		if (cfg->listeners[i].policy != NULL)
+			return true;
+	return false;
+}
+
 /* config_free - free a configuration; returns NULL */
 struct config *
 config_free(struct config *cfg)

@@ -101,6 +101,8 @@ struct config {
 struct config *config_load(const char *path, char *const *overrides, size_t noverrides,
 			   char **error_r);
 struct config *config_free(struct config *cfg);
+/* does any listener run a policy */
+bool config_any_policy(const struct config *cfg);
 const struct listener_cfg *config_listener(const struct config *cfg, const char *name);
 struct config *config_defaults(void);
 void strlist_free(struct strlist *sl);

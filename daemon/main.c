@@ -168,16 +168,6 @@ prepare_dir(const struct config *cfg, const char *key, const char *dir, bool as_
 		log_fatal("cannot give %s to user %s: %s", dir, cfg->user, strerror(errno));
 }
 
-/* any_policy - does any listener run a policy */
-static bool
-any_policy(const struct config *cfg)
-{
-	for (size_t i = 0; i < cfg->nlisteners; i++)
-		if (cfg->listeners[i].policy != NULL)
-			return true;
-	return false;
-}
-
 /*
  * open_services - the control socket and the metrics listener, as root if we are
  *
@@ -376,7 +366,7 @@ main(int argc, char **argv)
 	prepare_dir(cfg, "spool_dir", cfg->spool_dir, as_root, uid, gid);
 	if (cfg->clamav.database != NULL)
 		prepare_dir(cfg, "clamav.temp_dir", cfg->clamav.temp_dir, as_root, uid, gid);
-	if (any_policy(cfg))	/* only a policy can quarantine */
+	if (config_any_policy(cfg))	/* only a policy can quarantine */
 		prepare_dir(cfg, "quarantine.dir", cfg->quarantine_dir, as_root, uid, gid);
 	if (master_bind(cfg, &sockets, &nsockets, &error) < 0)
 		log_fatal("%s", error);

@@ -361,16 +361,6 @@ trial_load(const struct config *cfg, char **error_r)
 	return trial_verdict(cfg, status, report, error_r);
 }
 
-/* any_listener_policy - does some listener run a policy */
-static bool
-any_listener_policy(const struct config *cfg)
-{
-	for (size_t i = 0; i < cfg->nlisteners; i++)
-		if (cfg->listeners[i].policy != NULL)
-			return true;
-	return false;
-}
-
 /*
  * master_load_policies - every listener's policy, or none and an error
  *
@@ -384,7 +374,7 @@ master_load_policies(const struct config *cfg, char **error_r)
 	struct policy **p;
 
 	*error_r = NULL;
-	if (any_listener_policy(cfg) && trial_load(cfg, error_r) < 0)
+	if (config_any_policy(cfg) && trial_load(cfg, error_r) < 0)
 		return NULL;
 	p = xcalloc(cfg->nlisteners ? cfg->nlisteners : 1, sizeof(*p));
 	for (size_t i = 0; i < cfg->nlisteners; i++) {

@@ -7,7 +7,7 @@
  * postern [-c FILE] quarantine list
  * postern [-c FILE] quarantine show MAIL_ID
  * postern [-c FILE] quarantine delete MAIL_ID
- * postern [-c FILE] postfix-config [--main | --master] [--inbound NAME] [--submission NAME]
+ * postern [-c FILE] postfix-config [--main] [--master] [--inbound NAME] [--submission NAME]
  * postern -V
  *
  * A separate program from posternd that reads the same configuration.
@@ -79,7 +79,7 @@ static const struct command commands[] = {
 	{ "quarantine delete", cmd_quarantine_admin, "MAIL_ID",
 	  "delete a quarantined message" },
 	{ "postfix-config", cmd_postfix_config,
-	  "[--main | --master] [--inbound NAME] [--submission NAME]",
+	  "[--main] [--master] [--inbound NAME] [--submission NAME]",
 	  "print the main.cf and master.cf lines that put postern into Postfix" },
 	{ NULL, NULL, NULL, NULL },
 };

@@ -243,8 +243,8 @@ print_submission(FILE *out, const struct listener_cfg *lc)
 	char hop[HOST_MAX + 32];
 
 	nexthop(lc, hop, sizeof(hop));
-	fprintf(out, "\n# master.cf: add this -o line to your submission service (and to smtps,\n"
-		"# if you have one), replacing any content_filter it has\n"
+	fprintf(out, "\n# master.cf: add this -o line to your submission service (and to\n"
+		"# submissions, port 465, if you run it), replacing any content_filter it has\n"
 		"#submission inet n - y - - smtpd\n"
 		"  -o content_filter=scan-%s:%s\n", lc->name, hop);
 }

@@ -217,7 +217,8 @@ policy_error(const struct config *cfg, size_t i, char *why)
  * trial_child - in the trial's child: load every policy, each under a timer
  *
  * Before each policy it reports "L<index>\n" on fd; a policy that does not
- * load is reported as "E<error>" and the child exits 1. The timer is the
+ * load is reported as "E<error>" and the child exits 1. The parent follows
+ * the report as it comes (follow_report), so its length does not matter. The timer is the
  * watchdog's: the count hook stops any Lua loop at policy_timeout, so only
  * one C call that never returns (a Lua pattern that backtracks) can reach
  * it, and SIGALRM's default action then ends the child.
@@ -247,8 +248,6 @@ trial_child(const struct config *cfg, int fd)
 			char *report = policy_error(cfg, i, error);
 			size_t len = strlen(report);
 
-			if (len > TRIAL_REPORT_MAX - 64)
-				len = TRIAL_REPORT_MAX - 64;
 			if (write(fd, "E", 1) != 1 || write(fd, report, len) != (ssize_t)len)
 				_exit(2);
 			_exit(1);
@@ -257,44 +256,65 @@ trial_child(const struct config *cfg, int fd)
 	_exit(0);
 }
 
-/* read_report - what the trial's child wrote on fd, until it closes it */
-static void
-read_report(int fd, char *report, size_t size)
-{
-	size_t len = 0;
+/* what the trial's child reported: the policy it loaded last, and its error */
+struct trial_report {
+	size_t	loading;		/* index of the last "L<i>" line; nlisteners: none */
+	char	error[TRIAL_REPORT_MAX];	/* the text after "E", NUL-terminated */
+	size_t	error_len;
+	bool	in_error;		/* past the "E" */
+	char	line[24];		/* the "L" line being read */
+	size_t	line_len;
+};
 
-	while (len < size - 1) {
-		ssize_t n = read(fd, report + len, size - 1 - len);
+/* follow_report - take in n more bytes of the child's report */
+static void
+follow_report(struct trial_report *r, const char *p, size_t n)
+{
+	for (size_t k = 0; k < n; k++) {
+		if (r->in_error) {
+			if (r->error_len < sizeof(r->error) - 1)
+				r->error[r->error_len++] = p[k];
+		} else if (p[k] == '\n') {
+			r->line[r->line_len] = '\0';
+			r->loading = strtoul(r->line, NULL, 10);
+			r->line_len = 0;
+		} else if (p[k] == 'E' && r->line_len == 0)
+			r->in_error = true;
+		else if (p[k] != 'L' && r->line_len < sizeof(r->line) - 1)
+			r->line[r->line_len++] = p[k];
+	}
+	r->error[r->error_len] = '\0';
+}
+
+/* read_report - follow what the trial's child writes on fd until it closes it */
+static void
+read_report(int fd, struct trial_report *r)
+{
+	char chunk[512];
+
+	for (;;) {
+		ssize_t n = read(fd, chunk, sizeof(chunk));
 
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n <= 0)
 			break;
-		len += (size_t)n;
+		follow_report(r, chunk, (size_t)n);
 	}
-	report[len] = '\0';
 }
 
 /* trial_verdict - the trial's outcome from its child's status and report */
 static int
-trial_verdict(const struct config *cfg, int status, const char *report, char **error_r)
+trial_verdict(const struct config *cfg, int status, const struct trial_report *r,
+	      char **error_r)
 {
-	const char *at = report, *e = NULL;
-	size_t i = cfg->nlisteners;	/* the policy being loaded when the child ended */
+	size_t i = r->loading;
 	char *path;
 
-	while (*at == 'L') {
-		i = strtoul(at + 1, NULL, 10);
-		if ((at = strchr(at, '\n')) == NULL)
-			break;
-		at++;
-	}
-	if (at != NULL && *at == 'E')
-		e = at + 1;
 	if (WIFEXITED(status) && WEXITSTATUS(status) == 0)
 		return 0;
-	if (WIFEXITED(status) && WEXITSTATUS(status) == 1 && e != NULL) {
-		*error_r = xstrdup(e);
+	if (WIFEXITED(status) && WEXITSTATUS(status) == 1 && r->in_error) {
+		*error_r = xstrdup(r->error);
 		return -1;
 	}
 	if (i >= cfg->nlisteners || (path = policy_file(cfg, &cfg->listeners[i])) == NULL) {
@@ -332,7 +352,7 @@ trial_verdict(const struct config *cfg, int status, const char *report, char **e
 static int
 trial_load(const struct config *cfg, char **error_r)
 {
-	char report[TRIAL_REPORT_MAX];
+	struct trial_report report = { .loading = cfg->nlisteners };
 	int fds[2], status;
 	pid_t pid;
 
@@ -351,14 +371,14 @@ trial_load(const struct config *cfg, char **error_r)
 		trial_child(cfg, fds[1]);
 	}
 	close(fds[1]);
-	read_report(fds[0], report, sizeof(report));
+	read_report(fds[0], &report);
 	close(fds[0]);
 	while (waitpid(pid, &status, 0) < 0)
 		if (errno != EINTR) {
 			*error_r = xasprintf("cannot check the policies: waitpid: %s", strerror(errno));
 			return -1;
 		}
-	return trial_verdict(cfg, status, report, error_r);
+	return trial_verdict(cfg, status, &report, error_r);
 }
 
 /*

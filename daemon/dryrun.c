@@ -356,6 +356,9 @@ load(const struct config *cfg, const struct dryrun_opts *o, const char **listene
 	struct policy *p = NULL;
 
 	*listener_r = "test";
+	policy_set_watchdog_line("postern test: policy watchdog: the policy ran far past "
+				 "policy_timeout inside one C call (a pathological Lua pattern?); "
+				 "stopped\n");
 	policy_guard_load(cfg, true);	/* a policy stuck in one C call at load: exit 3 */
 	if (o->policy != NULL)
 		p = policy_load_file(cfg, o->policy, &error);

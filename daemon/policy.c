@@ -120,6 +120,14 @@ policy_hook(lua_State *L, lua_Debug *ar)
 }
 
 static void (*watchdog_last_words)(void);
+static const char *watchdog_line;
+
+/* policy_set_watchdog_line - see policy.h */
+void
+policy_set_watchdog_line(const char *line)
+{
+	watchdog_line = line;
+}
 
 /* policy_set_last_words - see policy.h */
 void
@@ -144,12 +152,13 @@ policy_set_last_words(void (*last_words)(void))
 static void
 watchdog_fired(int sig)
 {
-	static const char msg[] = "posternd: policy watchdog: a policy ran far past policy_timeout "
-				  "inside one C call (a pathological Lua pattern?); worker exits, "
-				  "the MTA keeps the message\n";
+	static const char worker_line[] = "posternd: policy watchdog: a policy ran far past "
+					  "policy_timeout inside one C call (a pathological Lua "
+					  "pattern?); worker exits, the MTA keeps the message\n";
+	const char *line = watchdog_line != NULL ? watchdog_line : worker_line;
 
 	(void)sig;
-	if (write(STDERR_FILENO, msg, sizeof(msg) - 1) < 0) {
+	if (write(STDERR_FILENO, line, strlen(line)) < 0) {
 		/* nothing more to say */
 	}
 	if (watchdog_last_words != NULL)

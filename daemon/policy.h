@@ -55,6 +55,12 @@ int policy_run(struct policy *p, struct policy_input *in, char **error_r);
  * may use only async-signal-safe calls.
  */
 void policy_set_last_words(void (*last_words)(void));
+/*
+ * The line the watchdog writes to stderr before it ends the process (a
+ * string that outlives the process; NULL: the worker's own line). postern
+ * test, which is no worker and has no MTA behind it, says so in its own words.
+ */
+void policy_set_watchdog_line(const char *line);
 
 /* the exit status of a worker the policy watchdog ended */
 #define POLICY_WATCHDOG_STATUS	3

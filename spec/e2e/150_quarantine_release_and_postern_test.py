@@ -409,7 +409,21 @@ with open(stuck_conf, "w") as f:
 rc, out, err = postern("test", "--policy", stuck, m_pass, conf=stuck_conf)
 t.eq(rc, 3, "test --policy FILE stuck at load inside one C call: the watchdog ends it (exit 3)",
      err)
-t.match(r"policy watchdog", err, "... and says so")
+t.match(r"postern test: policy watchdog", err, "... and says so, in its own name")
+t.ok("worker" not in err and "MTA" not in err,
+     "... without the daemon's words (no worker ends, no MTA keeps anything)", err)
+
+# the same C call in a message run: the watchdog armed around the run ends it alike
+stuck_run = os.path.join(WS, "stuck-in-run.lua")
+with open(stuck_run, "w") as f:
+    f.write('local P = require "postern"\n'
+            'return P.policy {\n'
+            '  function(msg) string.find(("a"):rep(40), ("a*"):rep(40) .. "b") end,\n'
+            '}\n')
+rc, out, err = postern("test", "--policy", stuck_run, m_pass, conf=stuck_conf)
+t.eq(rc, 3, "test --policy FILE stuck in a message run inside one C call: exit 3", err)
+t.match(r"postern test: policy watchdog", err, "... and says so, in its own name")
+t.ok("worker" not in err and "MTA" not in err, "... without the daemon's words", err)
 
 for label, args in (("no message file", ["--listener", "dry"]),
                     ("--policy and --listener together", ["--policy", plain, "--listener", "dry",

@@ -434,30 +434,60 @@ local function stars(score)
 end
 
 -- The tests list is cut at TESTS_MAX bytes (ending in ",..."): a message with
--- hundreds of hits (one per bypassed recipient, say) must not make
--- X-Spam-Status longer than a header field may be, which would defer it for ever.
+-- hundreds of hits (one per bypassed recipient, say), or a spamd answer with
+-- thousands of rules, must not make X-Spam-Status longer than a header field
+-- may be, which would defer it for ever.
 local TESTS_MAX = 2000
 
-local function tests_list(msg)
+-- tests_list: the names given first (spamd's rules), then msg.hits as
+-- name=score (zero scores by name alone), except the hit called skip
+local function tests_list(msg, first, skip)
   local names, len = {}, 0
-  for _, h in ipairs(msg.hits) do
-    local name = h.score ~= 0 and string.format("%s=%.3g", h.rule, h.score) or h.rule
+  local function add(name)
     if len + #name + 1 > TESTS_MAX then
       names[#names + 1] = "..."
-      break
+      return false
     end
     names[#names + 1] = name
     len = len + #name + 1
+    return true
+  end
+  for _, name in ipairs(first or {}) do
+    if not add(name) then return table.concat(names, ",") end
+  end
+  for _, h in ipairs(msg.hits) do
+    if h.rule ~= skip then
+      local name = h.score ~= 0 and string.format("%s=%.3g", h.rule, h.score) or h.rule
+      if not add(name) then break end
+    end
   end
   return table.concat(names, ",")
+end
+
+-- remove_spam_fields: every X-Spam-* field that came with the message, from
+-- every copy, so that a sender cannot pre-mark its own mail (the four that
+-- P.score and P.spamd write are named too: a header cut at max_header_size
+-- does not list all its fields)
+local SPAM_FIELDS = { "X-Spam-Flag", "X-Spam-Score", "X-Spam-Level", "X-Spam-Status" }
+local function remove_spam_fields(msg)
+  local gone = {}
+  for _, h in ipairs(SPAM_FIELDS) do
+    msg:remove_header(h)
+    gone[h:lower()] = true
+  end
+  for _, name in ipairs(msg:header_names()) do
+    local lname = name:lower()
+    if lname:sub(1, 7) == "x-spam-" and not gone[lname] then
+      msg:remove_header(name)
+      gone[lname] = true
+    end
+  end
 end
 
 -- apply_levels: amavisd-new's tag, tag2 and kill on score, for the recipients
 -- for whom wanted(r) is true (all when wanted is nil); o holds the levels
 local function apply_levels(msg, score, o, wanted)
-  for _, h in ipairs({ "X-Spam-Flag", "X-Spam-Score", "X-Spam-Level", "X-Spam-Status" }) do
-    msg:remove_header(h)
-  end
+  remove_spam_fields(msg)
   local tests = o.tests or ""
   for _, r in ipairs(msg.recipients) do
     local s = r.settings
@@ -662,21 +692,22 @@ function P.spamd(o)
       elseif what ~= "pass" then
         return what
       end
+      -- unchecked is no licence for the sender's own marks
+      remove_spam_fields(msg)
+      local why = err:gsub("%c", " "):sub(1, 300)
       for _, rc in ipairs(msg.recipients) do
         if rc.verdict == nil and (wanted == nil or wanted(rc)) then
-          rc:add_header("X-Spam-Status", "Unchecked (" .. err .. ")")
+          rc:add_header("X-Spam-Status", "Unchecked (" .. why .. ")")
         end
       end
       return nil
     end
     msg:add_score(r.score, lv.name)
-    local tests = { table.concat(r.symbols, ",") }
+    local scored = {}
     for _, h in ipairs(msg.hits) do
-      if h.rule ~= lv.name and h.score ~= 0 then
-        tests[#tests + 1] = string.format("%s=%.3g", h.rule, h.score)
-      end
+      if h.score ~= 0 then scored[#scored + 1] = h end
     end
-    lv.tests = table.concat(tests, ",")
+    lv.tests = tests_list({ hits = scored }, r.symbols, lv.name)
     apply_levels(msg, msg.score, lv, wanted)
   end
 end

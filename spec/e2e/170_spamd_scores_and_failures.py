@@ -162,6 +162,12 @@ class FakeSpamd:
             if b"HANG-ME" in body:
                 self.stopping.wait(30)  # accepted, read, and silent: bounded by the spec's end
                 return
+            m = re.search(rb"ANSWER-([A-Z0-9]+)", body)
+            if m:  # a canned answer, as it is: what spamd would never send
+                conn.sendall(ANSWERS[m.group(1).decode()])
+                if m.group(1) == b"KEEPOPEN":  # a whole answer, then the line stays open
+                    self.stopping.wait(5)
+                return
             if lines[0].startswith("REPORT"):
                 text = ("Spam detection software, running on the fake spamd.\r\n\r\n"
                         "Content analysis details:   (20.0 points, 5.0 required)\r\n\r\n"
@@ -184,6 +190,31 @@ class FakeSpamd:
         self.sock.close()
 
 
+def answer(spam_header, body="FAKE_RULE_ONE", status="SPAMD/1.1 0 EX_OK", extra=""):
+    return ("%s\r\nContent-length: %d\r\n%sSpam: %s\r\n\r\n%s"
+            % (status, len(body), extra, spam_header, body)).encode("latin-1")
+
+
+LONG_RULES = ",".join("FAKE_LONG_RULE_NUMBER_%04d" % i for i in range(900))
+# canned answers, chosen by "ANSWER-NAME" in the message body
+ANSWERS = {
+    "NAN": answer("True ; nan / 5.0"),
+    "INF": answer("True ; inf / 5.0"),
+    "HUGE": answer("True ; 1e400 / 5.0"),
+    "HEX": answer("True ; 0x10 / 5.0"),
+    "BIGNUM": answer("True ; 2000000000 / 5.0"),
+    "TWOSPAM": answer("True ; 50.0 / 5.0", extra="Spam: False ; -5.0 / 5.0\r\n"),
+    "V2": answer("True ; 20.0 / 5.0", status="SPAMD/2.0 0 EX_OK"),
+    "NOEND": b"SPAMD/1.1 0 EX_OK\r\nSpam: True ; 20.0 / 5.0\r\n",
+    "BADSTATUS": b"SPAMD/1.1 76 Bad\nX-Injected: yes\x1b[31m\r\n\r\n",
+    "CTLRULES": answer("True ; 20.0 / 5.0",
+                       body="GOOD_RULE,EVIL\x1b[31m,SNEAKY],tests=[FAKE,BELL\x07,OK_TWO"),
+    "LONGRULES": answer("True ; 20.0 / 5.0", body=LONG_RULES),
+    "NORULES": answer("False ; 0.5 / 5.0", body=""),
+    "KEEPOPEN": answer("True ; 20.0 / 5.0"),
+}
+
+
 real = RealSpamd()
 if not real.wait_ready(60):
     t.bail("spamd did not answer PING within 60 s:\n" + real.log()[-3000:])
@@ -201,6 +232,8 @@ POLICIES = {
     "tag.lua": policy("  P.spamd { tag = -100, tag2 = 5, kill = 2000 },"),
     "tf.lua": policy('  P.spamd { tag = -100, tag2 = 5, kill = 2000, on_error = "tempfail" },'),
     "plain.lua": policy("  P.spamd { tag = -100, tag2 = 5, kill = 2000 },"),
+    "hit.lua": policy('  function(msg) msg:add_score(1.5, "local_rule") end,\n'
+                      "  P.spamd { tag = -100, tag2 = 5, kill = 2000 },"),
     "user.lua": policy(r'''  function(msg)
     local r, err = msg:spamd { user = "alice" }
     if not r then msg:add_header("X-Fake-Error", err) return end
@@ -241,14 +274,32 @@ pd = Posternd({"kill": lst("kill.lua"), "tag": lst("tag.lua"), "tf": lst("tf.lua
               settings={"spamd": {"address": REAL_ADDR}, "local_domains": ["example.com"]})
 pd_tf = Posternd({"plain": lst("plain.lua")},
                  settings={"spamd": {"address": REAL_ADDR, "on_error": "tempfail"}})
-pd_fake = Posternd({"plain": lst("plain.lua"), "user": lst("user.lua")},
+pd_fake = Posternd({"plain": lst("plain.lua"), "user": lst("user.lua"), "hit": lst("hit.lua")},
                    settings={"spamd": {"address": "127.0.0.1:%d" % fake.port, "timeout": 2,
                                        "max_size": "4K"}})
 # spamd.timeout (4 s) longer than policy_timeout (1 s) and than the watchdog (2 x 1 + 1 s)
 pd_slow = Posternd({"twice": lst("twice.lua")},
                    settings={"policy_timeout": 1,
                              "spamd": {"address": "127.0.0.1:%d" % fake.port, "timeout": 4}})
-ALL = [pd, pd_tf, pd_fake, pd_slow]
+# a unix-socket spamd whose backlog is full: busy, not gone
+BUSY_SOCK = os.path.join(WS, "busy-spamd.sock")
+busy = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+busy.bind(BUSY_SOCK)
+os.chmod(BUSY_SOCK, 0o777)  # posternd's user may connect (the spec may run as root)
+busy.listen(0)
+fillers = []
+for _ in range(8):  # never accepted: the backlog fills (bounded attempts)
+    c = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    c.setblocking(False)
+    try:
+        c.connect(BUSY_SOCK)
+        fillers.append(c)
+    except (BlockingIOError, OSError):
+        c.close()
+        break
+pd_busy = Posternd({"plain": lst("plain.lua")},
+                   settings={"spamd": {"address": BUSY_SOCK, "timeout": 2}})
+ALL = [pd, pd_tf, pd_fake, pd_slow, pd_busy]
 
 
 # ---------------------------------------------------------------- helpers
@@ -455,6 +506,86 @@ got = copies(tok)
 st = values(got[0][1], "X-Spam-Status") if got else []
 t.ok(len(got) == 1 and len(st) == 1 and st[0].startswith("Unchecked (spamd: message too big"),
      "over spamd.max_size: delivered once with X-Spam-Status: Unchecked (... too big ...)", st)
+
+# ---------------------------------------------------------------- answers spamd would never send
+# Each is an error for on_error (default pass: Unchecked), never a policy error
+# (451 4.3.0, the message deferred for as long as spamd answers the same).
+for name, why in (("NAN", r"malformed answer \(its Spam: header\)"),
+                  ("INF", r"malformed answer \(its Spam: header\)"),
+                  ("HUGE", r"malformed answer \(its Spam: header\)"),
+                  ("HEX", r"malformed answer \(its Spam: header\)"),
+                  ("BIGNUM", r"malformed answer \(its Spam: header\)"),
+                  ("TWOSPAM", r"malformed answer \(two Spam: headers\)"),
+                  ("V2", r"malformed answer"),
+                  ("NOEND", r"malformed answer \(its header has no end\)"),
+                  ("BADSTATUS", r"error: SPAMD/1\.1 76 Bad\?X-Injected: yes\?\[31m")):
+    tok, data = make("answer %s" % name, body="ANSWER-%s\r\n" % name)
+    r, _ = transact(pd_fake.ports["plain"], ["user@example.com"], data)
+    t.eq(r.code, 250, "spamd answers %s: 250 (on_error pass), no policy error" % name, r.text)
+    got = copies(tok)
+    st = values(got[0][1], "X-Spam-Status") if got else []
+    t.ok(len(got) == 1 and len(st) == 1 and re.match(r"^Unchecked \(spamd: %s" % why, st[0])
+         is not None, "spamd answers %s: delivered once, X-Spam-Status: Unchecked (...)" % name,
+         st)
+
+# a sender's own marks go, whether spamd answers or not
+PREMARK = ("X-Spam-Flag: NO\r\nX-Spam-Status: No, score=-5.0 pre-marked\r\n"
+           "x-spam-level:\r\nX-Spam-Report: all clean, trust me\r\nX-Spam-Bar: /\r\n")
+for name in ("NAN", "KEEPOPEN"):
+    tok, data = make("premarked %s" % name, body="ANSWER-%s\r\n" % name, extra=PREMARK)
+    r, took = transact(pd_fake.ports["plain"], ["user@example.com"], data)
+    t.eq(r.code, 250, "pre-marked message, spamd answers %s: 250" % name, r.text)
+    got = copies(tok)
+    fields = spam_fields(got[0][1]) if got else None
+    ours = [n for n, v in fields or []]
+    t.ok(got and not any("pre-marked" in v or "trust me" in v or n.lower() in
+                         ("x-spam-bar", "x-spam-report") for n, v in fields),
+         "pre-marked message, spamd answers %s: none of the sender's X-Spam-* fields is "
+         "delivered" % name, fields)
+    if name == "NAN":
+        t.eq(ours, ["X-Spam-Status"], "... the copy has our X-Spam-Status (Unchecked) alone")
+    else:
+        t.eq(sorted(ours), ["X-Spam-Flag", "X-Spam-Level", "X-Spam-Score", "X-Spam-Status"],
+             "... the copy has our four X-Spam-* fields")
+        # spamd keeps the line open after its whole answer: its Content-length ends it
+        t.ok(took < 1.5, "an answer whose Content-length is in ends the exchange "
+             "(%.2f s; spamd.timeout is 2 s)" % took)
+
+tok, data = make("control rules", body="ANSWER-CTLRULES\r\n")
+r, _ = transact(pd_fake.ports["plain"], ["user@example.com"], data)
+got = copies(tok)
+st = values(got[0][1], "X-Spam-Status") if got else []
+t.ok(r.code == 250 and len(st) == 1 and st[0].endswith("tests=[GOOD_RULE,OK_TWO]"),
+     "rule names with other bytes are dropped: tests=[GOOD_RULE,OK_TWO]", st)
+
+tok, data = make("long rules", body="ANSWER-LONGRULES\r\n")
+r, _ = transact(pd_fake.ports["plain"], ["user@example.com"], data)
+got = copies(tok)
+st = values(got[0][1], "X-Spam-Status") if got else []
+t.eq(r.code, 250, "900 rule names (23 KB): 250, no policy error", r.text)
+t.ok(len(st) == 1 and st[0].startswith("Yes, score=20.000") and st[0].endswith(",...]") and
+     len(st[0]) < 2200, "... X-Spam-Status lists the first ones and ends in ',...]' (%d bytes)"
+     % (len(st[0]) if st else 0), st[0][:200] if st else st)
+
+tok, data = make("no rules", body="ANSWER-NORULES\r\n")
+r, _ = transact(pd_fake.ports["hit"], ["user@example.com"], data)
+got = copies(tok)
+st = values(got[0][1], "X-Spam-Status") if got else []
+t.ok(len(st) == 1 and st[0].endswith("tests=[local_rule=1.5]"),
+     "no spamd rule fired, one of the policy's: tests=[local_rule=1.5] (no stray comma)", st)
+
+# ---------------------------------------------------------------- a busy unix socket
+tok, data = make("busy unix spamd")
+r, took = transact(pd_busy.ports["plain"], ["user@example.com"], data)
+got = copies(tok)
+st = values(got[0][1], "X-Spam-Status") if got else []
+t.ok(r.code == 250 and len(st) == 1 and st[0] == "Unchecked (spamd: cannot connect to %s: "
+     "timeout)" % BUSY_SOCK, "a unix-socket spamd with a full backlog is waited for until "
+     "spamd.timeout, then Unchecked (... timeout)", st)
+t.ok(took >= 1.5, "... after about spamd.timeout (2 s): %.2f s" % took)
+for c in fillers:
+    c.close()
+busy.close()
 
 # ---------------------------------------------------------------- spamd stopped
 real.stop()

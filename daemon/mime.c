@@ -18,7 +18,10 @@
  * a header line of the part on top (until its empty line) or body.
  *
  * Boundaries are matched exactly, "--" boundary with optional trailing
- * whitespace, as RFC 2046 says and most readers do; a boundary longer than
+ * whitespace, as RFC 2046's grammar says; readers that follow its note and
+ * match only a line's start would see more parts, so such a line (and a
+ * delimiter after the closing one) is recorded as damage, as are fields
+ * readers take in different ways (note_ambiguity). A boundary longer than
  * BOUNDARY_MAX is refused, so a line needs at most LINE_KEEP bytes copied to
  * be judged. Each part's header is parsed here (header.c); the values of
  * Content-Type and Content-Disposition and their parameters are taken apart
@@ -268,6 +271,41 @@ field_text(const struct header_block *hb, const char *name)
 }
 
 /*
+ * note_ambiguity - fields that readers take in different ways are damage
+ *
+ * Two Content-Type (or Content-Transfer-Encoding, Content-Disposition)
+ * fields in one header: some readers take the first, some the last, so a
+ * part could be text to us and an attachment to the recipient. Damage hands
+ * the message to libclamav's own parser as a whole (clam.c), and policies
+ * see msg.broken.
+ */
+static void
+note_ambiguity(struct walk *w, const struct header_block *hb)
+{
+	static const char *const once[] = {
+		"Content-Type", "Content-Transfer-Encoding", "Content-Disposition",
+	};
+
+	for (size_t i = 0; i < sizeof(once) / sizeof(once[0]); i++)
+		if (header_find(hb, once[i], 1) != NULL)
+			set_broken(w, "a MIME field given twice in one header");
+}
+
+/*
+ * is_known_encoding - an RFC 2045 transfer encoding (the token, lower case)
+ *
+ * Any other value, or one that does not parse as a token ("\"base64\""),
+ * is read differently by different readers: damage, as above.
+ */
+static bool
+is_known_encoding(const char *token)
+{
+	return strcmp(token, "7bit") == 0 || strcmp(token, "8bit") == 0 ||
+	       strcmp(token, "binary") == 0 || strcmp(token, "base64") == 0 ||
+	       strcmp(token, "quoted-printable") == 0;
+}
+
+/*
  * finish_header - parse the header read for e and fill its part
  *
  * A multipart's boundary is left in w->boundary for descend(). Defaults per
@@ -291,6 +329,7 @@ finish_header(struct walk *w, struct open_part *e, bool has_end)
 	memset(&ct, 0, sizeof(ct));
 	memset(&cd, 0, sizeof(cd));
 
+	note_ambiguity(w, &hb);
 	if ((text = field_text(&hb, "Content-Type")) != NULL) {
 		mime_param_parse(text, strlen(text), true, &ct);
 		free(text);
@@ -335,14 +374,17 @@ finish_header(struct walk *w, struct open_part *e, bool has_end)
 
 		mime_param_parse(text, strlen(text), false, &te);
 		free(text);
-		if (te.token != NULL) {
+		if (te.token != NULL && is_known_encoding(te.token)) {
 			p->encoding = te.token;
 			te.token = NULL;
-		}
+		} else
+			set_broken(w, "unknown Content-Transfer-Encoding");
 		mime_param_release(&te);
 	}
 	if (p->encoding == NULL)
 		p->encoding = xstrdup("7bit");
+	if (ct.overflow || cd.overflow)
+		set_broken(w, "too many MIME parameters");
 
 	mime_param_release(&ct);
 	mime_param_release(&cd);
@@ -470,6 +512,30 @@ header_line(struct walk *w)
 	buf_append(&w->hdr, r->line.ptr, r->line.len);
 }
 
+/*
+ * looks_like_boundary - a line that is no delimiter here but starts with one
+ *
+ * RFC 2046 5.1.1 has readers compare only the start of a line with the
+ * boundary, and many do, so "--Qjunk" ends a part for them though not for
+ * this walk (exact, above); and a delimiter after the multipart's closing
+ * one starts a new part for some readers. Either way the recipient may see
+ * parts this walk does not list: damage (see note_ambiguity).
+ */
+static bool
+looks_like_boundary(const struct walk *w)
+{
+	const struct reader *r = &w->rd;
+
+	for (size_t k = w->nopen; k-- > 0;) {
+		const struct open_part *e = &w->stack[k];
+
+		if (e->kind == OPEN_MULTIPART && r->line.len >= e->boundary_len + 2 &&
+		    memcmp(r->line.ptr + 2, e->boundary, e->boundary_len) == 0)
+			return true;
+	}
+	return false;
+}
+
 /* walk_line - one line: a boundary, a header line, or body */
 static void
 walk_line(struct walk *w)
@@ -487,6 +553,8 @@ walk_line(struct walk *w)
 				return;
 			}
 		}
+		if (looks_like_boundary(w))
+			set_broken(w, "a line that some readers take for a MIME boundary");
 	}
 	if (w->stack[w->nopen - 1].in_header)
 		header_line(w);

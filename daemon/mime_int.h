@@ -20,7 +20,7 @@
 #include "util/digits.h"
 
 #define MIME_READ_SIZE	(64 * 1024)	/* bytes per pread(), for the walk and for content */
-#define PARAMS_MAX	64		/* parameters of one field looked at; real fields have a handful */
+#define PARAMS_MAX	1024		/* parameters of one field kept; real fields have a handful */
 
 /* Parameters of one structured field, as parsed. */
 struct mime_param {
@@ -31,11 +31,19 @@ struct mime_param {
 	size_t	value_len;	/* its length */
 };
 
-/* One Content-Type or Content-Disposition value. */
+/*
+ * One Content-Type or Content-Disposition value. Past PARAMS_MAX parameters
+ * the ones a reader acts on (filename, name, boundary, charset) still take
+ * the place of others: padding a field cannot hide a file's name. What is
+ * dropped sets overflow, which the walk records as damage.
+ */
 struct mime_field {
 	char   *token;			/* "type/subtype" or the disposition, lower case, owned; NULL if malformed */
-	struct mime_param params[PARAMS_MAX];	/* the first PARAMS_MAX parameters */
+	struct mime_param *params;	/* owned array, at most PARAMS_MAX */
 	size_t	nparams;		/* entries used */
+	size_t	params_size;		/* entries allocated */
+	size_t	others;			/* entries no reader acts on (may give way) */
+	bool	overflow;		/* a parameter was dropped */
 };
 
 /* the hex digits of %XX and =XX */

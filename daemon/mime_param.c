@@ -17,6 +17,7 @@
  */
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "header.h"
 #include "mime_int.h"
@@ -73,6 +74,52 @@ skip_token(const char *s, size_t n, size_t i)
 	return i;
 }
 
+/* is_acted_on - a parameter a reader acts on, kept whatever comes before it */
+static bool
+is_acted_on(const char *name, size_t len)
+{
+	static const char *const names[] = { "filename", "name", "boundary", "charset" };
+
+	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+		if (strlen(names[i]) == len && strncasecmp(names[i], name, len) == 0)
+			return true;
+	return false;
+}
+
+/*
+ * param_slot - where the parameter attr goes: a new entry, or past
+ * PARAMS_MAX the place of one no reader acts on (freed here); NULL when it
+ * is dropped. Either of the last two sets overflow.
+ */
+static struct mime_param *
+param_slot(struct mime_field *fv, const char *attr, size_t alen)
+{
+	bool acted_on = is_acted_on(attr, alen);
+
+	if (fv->nparams < PARAMS_MAX) {
+		if (fv->nparams == fv->params_size) {
+			fv->params_size = fv->params_size ? fv->params_size * 2 : 8;
+			fv->params = xreallocarray(fv->params, fv->params_size, sizeof(*fv->params));
+		}
+		fv->others += !acted_on;
+		return &fv->params[fv->nparams++];
+	}
+	fv->overflow = true;
+	if (!acted_on || fv->others == 0)
+		return NULL;
+	for (size_t i = fv->nparams; i-- > 0;) {
+		struct mime_param *pm = &fv->params[i];
+
+		if (!is_acted_on(pm->name, strlen(pm->name))) {
+			free(pm->name);
+			free(pm->value);
+			fv->others--;
+			return pm;
+		}
+	}
+	return NULL;
+}
+
 /* add_param - record attr = value, splitting off an RFC 2231 "*n" / "*" suffix */
 static void
 add_param(struct mime_field *fv, const char *attr, size_t alen, struct buf *value)
@@ -82,8 +129,6 @@ add_param(struct mime_field *fv, const char *attr, size_t alen, struct buf *valu
 	int section = -1;
 	bool is_ext = false;
 
-	if (fv->nparams == PARAMS_MAX)
-		return;
 	if (star != NULL) {
 		const char *q = star + 1, *end = attr + alen;
 
@@ -109,7 +154,8 @@ add_param(struct mime_field *fv, const char *attr, size_t alen, struct buf *valu
 	}
 	if (alen == 0)
 		return;
-	pm = &fv->params[fv->nparams++];
+	if ((pm = param_slot(fv, attr, alen)) == NULL)
+		return;
 	pm->name = xstrndup(attr, alen);
 	lower(pm->name);
 	pm->section = section;
@@ -210,6 +256,7 @@ mime_param_release(struct mime_field *fv)
 		free(fv->params[i].name);
 		free(fv->params[i].value);
 	}
+	free(fv->params);
 	memset(fv, 0, sizeof(*fv));
 }
 

@@ -218,11 +218,46 @@ static const struct wcase wcases[] = {
 	  "1 text/plain enc=7bit \"note\"\n", NULL, 0, 0 },
 	{ "preamble and epilogue: look-alike lines are not boundaries",
 	  "Content-Type: multipart/mixed; boundary=b\r\n\r\n"
-	  "preamble --b\r\n--bx\r\n-- b\r\n"
-	  "--b\r\n\r\ntext\r\n--b-\r\n---b\r\n"
-	  "--b--\r\nepilogue\r\n--b\r\nmore epilogue\r\n", NULL,
+	  "preamble --b\r\n-- b\r\n"
+	  "--b\r\n\r\ntext\r\n---b\r\n"
+	  "--b--\r\nepilogue\r\n", NULL,
 	  "0 multipart/mixed enc=7bit\n"
-	  "1 text/plain charset=us-ascii enc=7bit \"text\\r\\n--b-\\r\\n---b\"\n", NULL, 0, 0 },
+	  "1 text/plain charset=us-ascii enc=7bit \"text\\r\\n---b\"\n", NULL, 0, 0 },
+	/* RFC 2046 5.1.1 lets readers match a line's start only: they would see parts here */
+	{ "a line that starts with the delimiter is not one, but it is damage",
+	  "Content-Type: multipart/mixed; boundary=b\r\n\r\n"
+	  "--bx\r\n"
+	  "--b\r\n\r\ntext\r\n--b-\r\n"
+	  "--b--\r\n", NULL,
+	  "0 multipart/mixed enc=7bit\n"
+	  "1 text/plain charset=us-ascii enc=7bit \"text\\r\\n--b-\"\n",
+	  "a line that some readers take for a MIME boundary", 0, 0 },
+	{ "a delimiter after the closing one is damage",
+	  "Content-Type: multipart/mixed; boundary=b\r\n\r\n"
+	  "--b--\r\n"
+	  "--b\r\nContent-Type: application/octet-stream\r\n\r\nhidden\r\n--b--\r\n", NULL,
+	  "0 multipart/mixed enc=7bit\n",
+	  "a line that some readers take for a MIME boundary", 0, 0 },
+	{ "two Content-Type fields: damage, the first one read",
+	  "Content-Type: text/plain\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n"
+	  "--b\r\n\r\nx\r\n--b--\r\n", NULL,
+	  "0 text/plain enc=7bit \"--b\\r\\n\\r\\nx\\r\\n--b--\\r\\n\"\n",
+	  "a MIME field given twice in one header", 0, 0 },
+	{ "two Content-Transfer-Encoding fields in a part: damage",
+	  "Content-Type: multipart/mixed; boundary=b\r\n\r\n"
+	  "--b\r\nContent-Transfer-Encoding: 7bit\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+	  "eA==\r\n--b--\r\n", NULL,
+	  "0 multipart/mixed enc=7bit\n"
+	  "1 text/plain charset=us-ascii enc=7bit \"eA==\"\n",
+	  "a MIME field given twice in one header", 0, 0 },
+	{ "a quoted Content-Transfer-Encoding is no token: damage",
+	  "Content-Transfer-Encoding: \"base64\"\r\n\r\neA==\r\n", NULL,
+	  "0 text/plain charset=us-ascii enc=7bit \"eA==\\r\\n\"\n",
+	  "unknown Content-Transfer-Encoding", 0, 0 },
+	{ "an unknown Content-Transfer-Encoding: damage",
+	  "Content-Transfer-Encoding: x-whatever\r\n\r\nabc\r\n", NULL,
+	  "0 text/plain charset=us-ascii enc=7bit \"abc\\r\\n\"\n",
+	  "unknown Content-Transfer-Encoding", 0, 0 },
 	{ "CRLF before a boundary belongs to it; empty parts; padding after boundaries",
 	  "Content-Type: multipart/mixed; boundary=\"b\"\r\n\r\n"
 	  "--b\r\n\r\na\r\n\r\n"
@@ -609,6 +644,61 @@ lcg(uint32_t *state)
 }
 
 /* check_damage - random cuts, insertions and swaps in every case: invariants and content hold */
+/*
+ * check_padded_params - more parameters than are kept: the file's name stays,
+ * and the field is damage
+ */
+static void
+check_padded_params(void)
+{
+	static const char *const fields[] = {
+		"Content-Disposition: attachment",
+		"Content-Type: application/octet-stream",
+	};
+	static const char *const attrs[] = { "filename", "name" };
+
+	for (size_t f = 0; f < 2; f++) {
+		struct buf in, want;
+		char name[200];
+
+		buf_init(&in, 0);
+		buf_init(&want, 0);
+		buf_appends(&in, "Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\n");
+		buf_appends(&in, fields[f]);
+		for (int i = 0; i < 1100; i++)
+			buf_appendf(&in, ";\r\n x%d=1", i);
+		buf_appendf(&in, ";\r\n %s=\"evil.js\"\r\n\r\nalert(1)\r\n--b--\r\n", attrs[f]);
+		buf_appendf(&want, "0 multipart/mixed enc=7bit\n1 %s%s file=evil.js enc=7bit "
+			    "\"alert(1)\"\n", f == 0 ? "text/plain charset=us-ascii" :
+			    "application/octet-stream", f == 0 ? " disp=attachment" : "");
+		snprintf(name, sizeof(name), "%s=evil.js after 1100 other parameters", attrs[f]);
+		check_walk_case(&(struct wcase){ name, buf_cstr(&in), NULL, buf_cstr(&want),
+						 "too many MIME parameters", 1, 0 });
+		buf_release(&in);
+		buf_release(&want);
+	}
+	{
+		struct buf in;
+		struct mime_tree t;
+		int fd;
+
+		buf_init(&in, 0);
+		buf_appends(&in, "Content-Disposition: attachment");
+		for (int i = 0; i < 70; i++)
+			buf_appendf(&in, ";\r\n filename*%d=\"%s\"", i, i == 69 ? ".exe" : "a");
+		buf_appends(&in, "\r\n\r\nMZ\r\n");
+		fd = walk_bytes(buf_cstr(&in), in.len, &def_limits, &t);
+		ok(t.nparts == 1 &&
+		   t.parts[0].filename != NULL && strlen(t.parts[0].filename) == 73 &&
+		   strcmp(t.parts[0].filename + 69, ".exe") == 0 && t.broken_reason == NULL,
+		   "an RFC 2231 filename in 70 sections is joined whole (got %s)",
+		   t.nparts ? t.parts[0].filename : "nothing");
+		mime_release(&t);
+		close(fd);
+		buf_release(&in);
+	}
+}
+
 static void
 check_damage(void)
 {
@@ -727,6 +817,7 @@ main(void)
 {
 	for (size_t i = 0; i < sizeof(wcases) / sizeof(wcases[0]); i++)
 		check_walk_case(&wcases[i]);
+	check_padded_params();
 	for (size_t i = 0; i < sizeof(ccases) / sizeof(ccases[0]); i++)
 		check_content_case(&ccases[i]);
 	check_content_misc();

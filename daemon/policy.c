@@ -32,6 +32,7 @@
 #include "log.h"
 #include "lua_msg.h"
 #include "policy.h"
+#include "util/esc.h"
 #include "util/io.h"
 #include "util/proc.h"
 #include "util/xalloc.h"
@@ -367,12 +368,15 @@ policy_warn(void *ud, const char *msg, int tocont)
 {
 	struct policy *p = ud;
 	size_t len = strlen(p->warning);
+	char *e;
 
 	/* warn("a", "b") comes in pieces (tocont): one log line for the whole call */
 	snprintf(p->warning + len, sizeof(p->warning) - len, "%s", msg);
 	if (tocont)
 		return;
-	log_warnx("policy warning: %s", p->warning);
+	e = esc_logs(p->warning);	/* it may hold what a message or spamd said */
+	log_warnx("policy warning: %s", e);
+	free(e);
 	p->warning[0] = '\0';
 }
 

@@ -1,6 +1,7 @@
 /*
  * esc - make network bytes safe to log; see esc.h
  */
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -9,23 +10,62 @@
 #include "util/esc.h"
 #include "util/xalloc.h"
 
-/* esc_log - escaped copy of (p, len); the caller frees it */
+static size_t utf8_len(const unsigned char *p);
+
+/* is_c1 - U+0080..U+009F as UTF-8: controls (NEL, CSI...) some viewers act on */
+static bool
+is_c1(const unsigned char *p, size_t n)
+{
+	return n == 2 && p[0] == 0xc2 && p[1] < 0xa0;
+}
+
+/*
+ * utf8_char - length of the valid, printable UTF-8 character at p, within
+ * left bytes; 0 when the bytes are not one (invalid, cut, or a C1 control)
+ */
+static size_t
+utf8_char(const unsigned char *p, size_t left)
+{
+	unsigned char c[4] = { 0, 0, 0, 0 };
+	size_t n;
+
+	memcpy(c, p, left < 4 ? left : 4);	/* utf8_len reads up to 4 bytes */
+	n = utf8_len(c);
+	return n > 0 && n <= left && !is_c1(p, n) ? n : 0;
+}
+
+/*
+ * esc_log - escaped copy of (p, len); the caller frees it
+ *
+ * Control bytes, backslash and double quote become \xHH, and so does every
+ * byte that is not part of valid UTF-8 or is a C1 control (U+0080..U+009F),
+ * so a log line stays one line of text whatever a peer sent.
+ */
 char *
 esc_log(const char *p, size_t len)
 {
+	const unsigned char *u = (const unsigned char *)p;
 	char *out, *o;
 
 	if (len > ((size_t)-1) / 4 - 1)
 		len = ((size_t)-1) / 4 - 1;
 	o = out = xmalloc(len * 4 + 1);
-	for (size_t i = 0; i < len; i++) {
-		unsigned char c = (unsigned char)p[i];
+	for (size_t i = 0; i < len;) {
+		unsigned char c = u[i];
+		size_t n = c >= 0x80 ? utf8_char(u + i, len - i) : 0;
 
-		if (c < 0x20 || c == 0x7f || c == '\\' || c == '"') {
+		if (n > 0) {
+			memcpy(o, u + i, n);
+			o += n;
+			i += n;
+			continue;
+		}
+		if (c < 0x20 || c >= 0x7f || c == '\\' || c == '"') {
 			snprintf(o, 5, "\\x%02x", c);
 			o += 4;
 		} else
 			*o++ = (char)c;
+		i++;
 	}
 	*o = '\0';
 	return out;
@@ -86,7 +126,7 @@ utf8_len(const unsigned char *p)
 /*
  * esc_json - append s as the body of a JSON string (without the quotes)
  *
- * Quote, backslash and control bytes are escaped; a byte that is not part
+ * Quote, backslash and control bytes (C1 too) are escaped; a byte that is not part
  * of valid UTF-8 becomes the code point of the same value (U+0080..U+00FF),
  * so the line stays valid JSON whatever a peer sent.
  */
@@ -106,6 +146,11 @@ esc_json(struct buf *out, const char *s)
 			buf_append(out, p, 1);
 		else {
 			n = utf8_len(p);
+			if (is_c1(p, n)) {	/* a control: its code point, escaped */
+				buf_appendf(out, "\\u%04x", p[1]);
+				p += n;
+				continue;
+			}
 			if (n > 0) {
 				buf_append(out, p, n);
 				p += n;

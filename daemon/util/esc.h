@@ -3,7 +3,8 @@
  *
  * esc_log() copies text and replaces control bytes (CR, LF, NUL, ESC...) and
  * backslash and double quote with \xHH, so a peer cannot forge log lines or terminal escapes.
- * Bytes >= 0x80 stay as they are: UTF-8 addresses remain readable.
+ * Valid UTF-8 stays as it is (UTF-8 addresses remain readable), but for
+ * the C1 controls; any other byte >= 0x80 is escaped too.
  */
 #ifndef POSTERN_ESC_H
 #define POSTERN_ESC_H

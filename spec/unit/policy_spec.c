@@ -910,7 +910,7 @@ msg_log_escapes(void)
 {
 	struct policy *p = must_load("log.lua", PRELUDE
 		"return function(msg) msg:log('hello', 42, nil, 'a\\r\\nforged: line') ; warn('careful')\n"
-		"  warn('one ', 'line ', 'in pieces') end\n");
+		"  warn('one ', 'line ', 'in pieces') ; warn('spamd said\\r\\nforged: too\\xc2\\x85') end\n");
 	struct message *m;
 	char *error, *logged;
 
@@ -927,6 +927,8 @@ msg_log_escapes(void)
 	ok(strstr(logged, "\nforged") == NULL, "no forged log line");
 	expect_log(logged, "careful", "warn() goes to the log");
 	expect_log(logged, "policy warning: one line in pieces", "warn(a, b, c) is one log line");
+	expect_log(logged, "policy warning: spamd said\\x0d\\x0aforged: too\\xc2\\x85",
+		   "warn() escapes CR LF and C1 controls, as msg:log does");
 	free(logged);
 	message_free(m);
 	policy_free(p);

@@ -439,9 +439,9 @@ end
 -- may be, which would defer it for ever.
 local TESTS_MAX = 2000
 
--- tests_list: the names given first (spamd's rules), then msg.hits as
--- name=score (zero scores by name alone), except the hit called skip
-local function tests_list(msg, first, skip)
+-- tests_list: the names given first (spamd's rules), then the hits as
+-- name=score (zero scores by name alone)
+local function tests_list(hits, first)
   local names, len = {}, 0
   local function add(name)
     if len + #name + 1 > TESTS_MAX then
@@ -455,11 +455,9 @@ local function tests_list(msg, first, skip)
   for _, name in ipairs(first or {}) do
     if not add(name) then return table.concat(names, ",") end
   end
-  for _, h in ipairs(msg.hits) do
-    if h.rule ~= skip then
-      local name = h.score ~= 0 and string.format("%s=%.3g", h.rule, h.score) or h.rule
-      if not add(name) then break end
-    end
+  for _, h in ipairs(hits) do
+    local name = h.score ~= 0 and string.format("%s=%.3g", h.rule, h.score) or h.rule
+    if not add(name) then break end
   end
   return table.concat(names, ",")
 end
@@ -545,7 +543,7 @@ function P.score(o)
                              on_kill = true, name = true })
   local lv = levels(o, "P.score", { tag = 2.0, tag2 = 6.31, kill = 6.31, name = "score" })
   return function(msg)
-    lv.tests = tests_list(msg)
+    lv.tests = tests_list(msg.hits)
     apply_levels(msg, msg.score, lv)
   end
 end
@@ -678,7 +676,7 @@ function P.spamd(o)
   local wanted = mine and function(r) return mine(r.address) end or nil
   if not conf.spamd then
     return function(msg)
-      lv.tests = tests_list(msg)
+      lv.tests = tests_list(msg.hits)
       apply_levels(msg, msg.score, lv, wanted)
     end
   end
@@ -703,11 +701,12 @@ function P.spamd(o)
       return nil
     end
     msg:add_score(r.score, lv.name)
+    -- spamd's rules, then the policy's own hits with points (not spamd's own)
     local scored = {}
     for _, h in ipairs(msg.hits) do
-      if h.score ~= 0 then scored[#scored + 1] = h end
+      if h.rule ~= lv.name and h.score ~= 0 then scored[#scored + 1] = h end
     end
-    lv.tests = tests_list({ hits = scored }, r.symbols, lv.name)
+    lv.tests = tests_list(scored, r.symbols)
     apply_levels(msg, msg.score, lv, wanted)
   end
 end

@@ -14,8 +14,9 @@
  * the Subject a rule matches, so we drop it instead.
  *
  * header_decode() makes the whole result valid UTF-8. Bytes of an
- * encoded-word are converted from the word's charset with iconv(3); bytes
- * that do not convert become U+FFFD. Raw bytes outside encoded-words that do
+ * encoded-word are converted from the word's charset with iconv(3) (or, in
+ * a charset iconv does not know, taken as raw bytes are); bytes that do not
+ * convert become U+FFFD. Raw bytes outside encoded-words that do
  * not form UTF-8 are read as ISO-8859-1 (each becomes U+0080..U+00FF), the
  * charset a raw 8-bit header most often turns out to be in; valid UTF-8 (RFC
  * 6532 headers) stays as it is. Line breaks and NUL become spaces, so the
@@ -590,12 +591,21 @@ convert(struct decoder *d, const char *cs, const char *in, size_t n)
 	free(scratch);
 }
 
-/* flush_pending - convert the bytes of the adjacent encoded-words gathered so far */
+/*
+ * flush_pending - convert the bytes of the adjacent encoded-words gathered
+ * so far; in a charset iconv does not know they are taken as raw header
+ * text is (UTF-8 kept, other bytes as ISO-8859-1), as header_to_utf8 takes
+ * an RFC 2231 value in one
+ */
 static void
 flush_pending(struct decoder *d)
 {
-	if (d->pend.len > 0)
-		convert(d, d->pend_charset, d->pend.ptr, d->pend.len);
+	if (d->pend.len > 0) {
+		if (charset_is_known(d, d->pend_charset))
+			convert(d, d->pend_charset, d->pend.ptr, d->pend.len);
+		else
+			emit(d, d->pend.ptr, d->pend.len, true);
+	}
 	buf_reset(&d->pend);
 }
 
@@ -720,8 +730,11 @@ all_wsp(const char *s, size_t n)
  * ("x=?utf-8?q?y?=" gives "xy"), as most mail readers do. Whitespace between
  * two decoded words disappears (RFC 2047 6.2), and the bytes of adjacent
  * words in one charset are converted together, so a character split across
- * two words survives. A word that is malformed or names a charset iconv does
- * not know stays as it is. Never fails; the caller frees the result.
+ * two words survives. A word in a charset iconv does not know is decoded
+ * all the same and its bytes taken as raw header text is: mail readers and
+ * amavisd-new do show "=?x-unknown?b?ZXZpbC5leGU=?=" as "evil.exe", and a
+ * banned-name rule must see what they show. A malformed word stays as it
+ * is. Never fails; the caller frees the result.
  */
 char *
 header_decode(const char *value, size_t len)
@@ -747,7 +760,7 @@ header_decode(const char *value, size_t len)
 		}
 		if (d.pend.len > 0 && strcmp(cs, d.pend_charset) != 0)
 			flush_pending(&d);	/* it comes first whatever happens to this word */
-		if (!charset_is_known(&d, cs) || !word_bytes(&d, &w)) {
+		if (!word_bytes(&d, &w)) {
 			free(cs);
 			i++;
 			continue;

@@ -30,7 +30,9 @@ Postern.Test.Blob.Hash (a binary blob generated here). Pinned behaviour:
     parser does not pass the names on), an "invoice.pdf.gz" whose gzip header
     stores the name "invoice.exe" (by that name, type MEMBER_OF_GZ: gzip -N,
     7-Zip and WinRAR unpack it as invoice.exe; checked with gzip -N -d) ->
-    554 5.7.0 "Banned file NAME (TYPE)", not delivered;
+    554 5.7.0 "Banned file NAME (TYPE)", not delivered; so is an attachment
+    named "=?X-NOPE?B?ZXZpbC5leGU=?=" (an unknown charset: its bytes are
+    decoded all the same, as mail readers show it, "evil.exe");
     and the same for a 3-byte "tiny.exe" zip member and an empty "empty.exe"
     attachment: P.banned and msg:files() document "every file in the
     message", and amavisd-new bans by name whatever the size (libclamav
@@ -480,6 +482,10 @@ BANNED_CASES = [
      dict(parts=[("invoice.zip", "application/zip",
                   zip_of([("readme.txt", b"read me\n"),
                           ("invoice.pdf.exe", b"not really a program, but the name says so\n")]))])),
+    # RFC 2047 in a charset nobody knows: mail readers still decode the bytes
+    ("an attachment named =?X-NOPE?B?ZXZpbC5leGU=?= (by the decoded name)",
+     r"evil\.exe \([\w/.-]+\)",
+     dict(parts=[("=?X-NOPE?B?ZXZpbC5leGU=?=", "application/octet-stream", b"not a program\n")])),
     ("an MZ executable named harmless.txt (by type MSEXE)", r"harmless\.txt \(MSEXE\)",
      dict(parts=[("harmless.txt", "text/plain", MZ)])),
     # libclamav does not look at files of 5 bytes or less: the name must still be listed

@@ -20,7 +20,7 @@
 #include "mime.h"
 #include "util/xalloc.h"
 
-#define UU_NAME_MAX	255	/* a longer name is cut: it is a label, not a path */
+#define UU_NAME_MAX	255	/* a longer name keeps its end: a label, not a path, whose extension counts */
 
 /* line_end - the end of the line starting at p (its LF, or end) */
 static const char *
@@ -125,7 +125,12 @@ mime_uu_next(const char *text, size_t len, size_t *pos, struct buf *out, char **
 		p = e < end ? e + 1 : end;
 		if (name == NULL)
 			continue;
-		*name_r = xstrndup(name, name_len > UU_NAME_MAX ? UU_NAME_MAX : name_len);
+		/* P.banned looks at the extension: padding in front must not push it out */
+		if (name_len > UU_NAME_MAX) {
+			name += name_len - UU_NAME_MAX;
+			name_len = UU_NAME_MAX;
+		}
+		*name_r = xstrndup(name, name_len);
 		while (p < end) {
 			const char *le = line_end(p, end);
 			size_t ll = trim_cr(p, le);

@@ -809,6 +809,15 @@ check_uuencode(void)
 	is_str(uu_blocks("begin to end\nbegin 64 x\nbegin 644\nbegin 644 \n begin 644 y\n", 0, &all), "",
 	       "uuencode: lines that only look like begin lines are text");
 	is_str(uu_blocks("", 0, &all), "", "uuencode: empty text");
+	{
+		/* a name padded past 255 bytes keeps its last 255: the extension stays */
+		char text[600], want[300];
+
+		snprintf(text, sizeof(text), "begin 644 %0300d.exe\n#0V%%T\nend\n", 7);
+		snprintf(want, sizeof(want), "%0251d.exe=Cat;", 7);
+		is_str(uu_blocks(text, 0, &all), want,
+		       "uuencode: a name over 255 bytes keeps its end, extension and all");
+	}
 	buf_release(&all);
 }
 

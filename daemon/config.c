@@ -20,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <lauxlib.h>
@@ -1058,6 +1059,35 @@ evaluate(lua_State *L, struct loader *ld, char *const *overrides, size_t noverri
 }
 
 /*
+ * verify_socket_paths - unix socket paths that fit a sockaddr_un
+ *
+ * A path that does not fit would load here and fail only where it is used:
+ * every message "Unchecked (File name too long)" for spamd.address, a start
+ * that fails for control_socket. posternd -t says so instead.
+ */
+static int
+verify_socket_paths(struct config *cfg, struct buf *err)
+{
+	const size_t room = sizeof(((struct sockaddr_un *)0)->sun_path);
+	const struct { const char *key, *path; } paths[] = {
+		{ "spamd.address", cfg->spamd.address },
+		{ "control_socket", cfg->control_socket },
+	};
+
+	for (size_t i = 0; i < sizeof(paths) / sizeof(paths[0]); i++) {
+		const char *path = paths[i].path;
+
+		if (path == NULL || path[0] != '/' || strlen(path) < room)
+			continue;
+		buf_appendf(err, "%s: key '%s': the unix socket path %s is %zu bytes long; a "
+			    "socket path holds at most %zu", cfg->path, paths[i].key, path,
+			    strlen(path), room - 1);
+		return -1;
+	}
+	return 0;
+}
+
+/*
  * fill_scan_dir - clamav.temp_dir defaults to spool_dir/scan
  *
  * A directory of its own, so that a private tmpfs can be mounted there
@@ -1097,6 +1127,8 @@ config_load(const char *path, char *const *overrides, size_t noverrides, char **
 		rc = verify_listeners(ld.cfg, &err);
 	if (rc == 0)
 		rc = verify_metrics(ld.cfg, &err);
+	if (rc == 0)
+		rc = verify_socket_paths(ld.cfg, &err);
 	if (rc < 0) {
 		*error_r = xstrdup(buf_cstr(&err));
 		buf_release(&err);

@@ -98,6 +98,9 @@ values(void)
 	config_free(cfg);
 }
 
+/* with the leading slash 108 bytes: one more than sockaddr_un's sun_path holds with its NUL */
+#define LONG_PATH "run/postern/a-directory-name-that-goes-on/and-on-and-on/until-the-path-is/much-too-long-for-sun-path.socket"
+
 static void
 errors(void)
 {
@@ -141,6 +144,13 @@ errors(void)
 	expect_error("non-loopback listen without allow is refused",
 		     "listener \"x\" { listen = \"192.0.2.1:10024\", forward = \"127.0.0.1:2\" }\n",
 		     "without an explicit 'allow' list");
+	expect_error("a unix spamd.address longer than a socket path holds",
+		     ONE_LISTENER "spamd = { address = \"/" LONG_PATH "\" }\n",
+		     "key 'spamd.address': the unix socket path /" LONG_PATH " is 108 bytes long; a "
+		     "socket path holds at most 107");
+	expect_error("a control_socket longer than a socket path holds",
+		     ONE_LISTENER "control_socket = \"/" LONG_PATH "\"\n",
+		     "key 'control_socket': the unix socket path");
 	expect_error("no listener", "spool_dir = \"/x\"\n", "no listener declared");
 	expect_error("duplicate listener", ONE_LISTENER ONE_LISTENER, ":2: listener \"ext\" declared twice");
 	expect_error("same address twice",

@@ -28,6 +28,12 @@
  * mail message whatever field the message starts with (it recognises mail
  * by the first bytes), so its parser decodes the MIME parts.
  *
+ * libclamav (1.4) passes over some zips without a word: ZIP64 sizes, a
+ * central directory that is missing or points outside the file. The file
+ * inspection callback keeps a copy of such a zip (zip.h tells them) and,
+ * once the scan that met it returns, postern unpacks its members itself
+ * and scans each as a file of its own, under the same limits.
+ *
  * Heuristic alerts are on only for what turns a scan into "could not
  * finish": limits exceeded and encrypted archives or documents. Their
  * "Heuristics.Limits.Exceeded..." and "Heuristics.Encrypted..." names come
@@ -48,6 +54,7 @@
 #include "mime.h"
 #include "gzip_name.h"
 #include "rar.h"
+#include "zip.h"
 #include "util/buf.h"
 #include "util/sweep.h"
 #include "util/xalloc.h"
@@ -67,6 +74,16 @@ struct clam_engine {
 	size_t	max_scan_size;		/* the limits, for the parts mode's own accounting */
 	size_t	max_file_size;
 	long	max_scan_time_ms;
+	unsigned long max_recursion;
+	unsigned long max_files;
+};
+
+/* a zip that libclamav does not unpack (see zip.h), kept until its scan returns */
+struct pending_zip {
+	unsigned char *bytes;		/* a copy of the archive, owned */
+	size_t	len;
+	unsigned depth;			/* the archive's own depth */
+	struct pending_zip *next;
 };
 
 /* what libclamav's callbacks get: where the files go and how they are placed */
@@ -75,6 +92,7 @@ struct scan_ctx {
 	unsigned depth_base;		/* added to libclamav's recursion level */
 	const char *top_name;		/* the name of what is scanned at level 0, or NULL */
 	unsigned open_layers;		/* files whose scan began (on_file) and did not end */
+	struct pending_zip *zips;	/* for unpack_zips, owned; in the order seen */
 };
 
 struct vfile {
@@ -184,11 +202,14 @@ is_temp_name(const char *name)
 
 static void note_outcome(struct clam_result *r, cl_error_t rc, const char *virname);
 static void limit_hit(struct clam_result *r, const char *name);
+static void unpack_zips(const struct clam_engine *e, struct scan_ctx *ctx, struct clam_result *r);
 
 /* a RAR member listed from its headers by daemon/rar.c, not by libclamav */
 #define RAR_OWN_LISTING	UINT_MAX
 /* the name a gzip header stores, read by daemon/gzip_name.c */
 #define GZIP_OWN_LISTING (UINT_MAX - 1)
+/* a zip member daemon/zip.c found and clam.c could not scan */
+#define ZIP_OWN_LISTING	(UINT_MAX - 2)
 
 struct rar_walk {
 	struct clam_result *r;
@@ -388,6 +409,28 @@ list_rar_members(struct clam_result *r, const char *buf, size_t len, unsigned de
 }
 
 /*
+ * keep_zip_if_skipped - a copy of a zip whose members libclamav passes over
+ * (ZIP64, no usable central directory: zip.h), for unpack_zips once the
+ * scan that found it returns; libclamav's buffer dies with this callback
+ */
+static void
+keep_zip_if_skipped(struct scan_ctx *ctx, const char *buf, size_t len, unsigned depth)
+{
+	struct pending_zip *z, **tail;
+
+	if (buf == NULL || zip_inspect((const unsigned char *)buf, len) == 0)
+		return;
+	z = xcalloc(1, sizeof(*z));
+	z->bytes = xmalloc(len ? len : 1);
+	memcpy(z->bytes, buf, len);
+	z->len = len;
+	z->depth = depth;
+	for (tail = &ctx->zips; *tail != NULL; tail = &(*tail)->next)
+		;
+	*tail = z;
+}
+
+/*
  * on_post - libclamav's post-scan callback: the innermost file's scan ended
  *
  * Kept only to tell the metadata callback how deep the container of a
@@ -444,6 +487,8 @@ on_file(int fd, const char *type, const char **ancestors, size_t parent_file_siz
 		list_rar_members(r, file_buffer, file_size, f->depth);
 	else if (strcmp(f->type, "GZ") == 0)
 		list_gzip_name(r, f, file_buffer, file_size);
+	else if (strcmp(f->type, "ZIP") == 0)
+		keep_zip_if_skipped(ctx, file_buffer, file_size, f->depth);
 	return CL_CLEAN;
 }
 
@@ -474,6 +519,8 @@ clam_engine_load(const struct clamav_cfg *cc, const char *tmpdir, char **error_r
 	e->max_scan_size = (size_t)cc->max_scan_size;
 	e->max_file_size = (size_t)cc->max_file_size;
 	e->max_scan_time_ms = cc->max_scan_time_ms;
+	e->max_recursion = (unsigned long)cc->max_recursion;
+	e->max_files = (unsigned long)cc->max_files;
 	cl_engine_set_clcb_file_inspection(e->engine, on_file);
 	cl_engine_set_clcb_meta(e->engine, on_meta);
 	cl_engine_set_clcb_post_scan(e->engine, on_post);
@@ -612,6 +659,17 @@ scan_options(struct cl_scan_options *opts)
 			  CL_SCAN_HEURISTIC_ENCRYPTED_DOC;
 }
 
+/* note_incomplete - the scan could not finish, for why (unless something came first) */
+static void
+note_incomplete(struct clam_result *r, const char *why)
+{
+	if (r->status == CLAM_CLEAN) {
+		r->status = CLAM_ERROR;
+		r->incomplete = true;
+		r->error = xasprintf("scan incomplete: %s", why);
+	}
+}
+
 /*
  * note_outcome - fold one libclamav answer into r
  *
@@ -632,13 +690,9 @@ note_outcome(struct clam_result *r, cl_error_t rc, const char *virname)
 	 */
 	if (rc == CL_VIRUS && virname == NULL)
 		virname = "Heuristics.Limits.Exceeded (libclamav named no signature)";
-	if (rc == CL_VIRUS && is_incomplete(virname)) {
-		if (r->status == CLAM_CLEAN) {
-			r->status = CLAM_ERROR;
-			r->incomplete = true;
-			r->error = xasprintf("scan incomplete: %s", virname);
-		}
-	} else if (rc == CL_VIRUS) {
+	if (rc == CL_VIRUS && is_incomplete(virname))
+		note_incomplete(r, virname);
+	else if (rc == CL_VIRUS) {
 		free(r->error);
 		r->error = NULL;
 		r->incomplete = false;
@@ -662,7 +716,7 @@ scan_whole(const struct clam_engine *e, int fd, off_t size, bool parse_mail,
 {
 	struct cl_scan_options opts;
 	struct vfile vf = { fd, size };
-	struct scan_ctx ctx = { r, 0, NULL, 0 };
+	struct scan_ctx ctx = { r, 0, NULL, 0, NULL };
 	const char *virname = NULL;
 	unsigned long scanned = 0;
 	char *image = NULL;
@@ -697,6 +751,7 @@ scan_whole(const struct clam_engine *e, int fd, off_t size, bool parse_mail,
 	cl_fmap_close(map);
 	free(image);
 	note_outcome(r, rc, virname);
+	unpack_zips(e, &ctx, r);
 	return 0;
 }
 
@@ -713,7 +768,7 @@ scan_part(const struct clam_engine *e, const struct buf *content, const char *na
 	  unsigned depth_base, struct clam_result *r)
 {
 	struct cl_scan_options opts;
-	struct scan_ctx ctx = { r, depth_base, name, 0 };
+	struct scan_ctx ctx = { r, depth_base, name, 0, NULL };
 	const char *virname = NULL;
 	unsigned long scanned = 0;
 	cl_fmap_t *map;
@@ -728,6 +783,123 @@ scan_part(const struct clam_engine *e, const struct buf *content, const char *na
 				 &ctx);
 	cl_fmap_close(map);
 	note_outcome(r, rc, virname);
+	unpack_zips(e, &ctx, r);
+}
+
+/* the walk over one zip that clam.c unpacks itself */
+struct zip_unpack {
+	const struct clam_engine *e;
+	struct clam_result *r;
+	unsigned depth;			/* of the members */
+	unsigned long members;		/* seen so far, for max_files */
+	struct buf content;		/* the member being scanned */
+};
+
+/* list_unscanned - name a member that could not be scanned, unless libclamav named it */
+static void
+list_unscanned(struct zip_unpack *u, const char *name, const struct zip_member *m)
+{
+	struct clam_result *r = u->r;
+	struct clam_file *f;
+
+	for (size_t i = 0; i < r->nfiles; i++)
+		if (r->files[i].from_meta && r->files[i].depth == u->depth &&
+		    r->files[i].name != NULL && strcmp(r->files[i].name, name) == 0)
+			return;
+	if ((f = add_file(r)) == NULL)
+		return;
+	f->name = xstrdup(name);
+	f->type = xstrdup("MEMBER_OF_ZIP");
+	f->size = m->usize > SIZE_MAX ? SIZE_MAX : (size_t)m->usize;
+	f->depth = u->depth;
+	f->encrypted = m->encrypted;
+	f->from_meta = true;
+	f->meta_pos = ZIP_OWN_LISTING;
+}
+
+/*
+ * unpack_member - zip_list's callback: unpack one member and scan it as a
+ * file of its own (its archives and any skipped zip inside it too), under
+ * the scan's limits; a member that cannot be unpacked makes the scan
+ * incomplete, as it would inside libclamav
+ */
+static bool
+unpack_member(const struct zip_member *m, void *arg)
+{
+	struct zip_unpack *u = arg;
+	const struct clam_engine *e = u->e;
+	struct clam_result *r = u->r;
+	char *name, why[160];
+	bool go_on = true;
+
+	if (m->is_dir)
+		return true;
+	if (++u->members > e->max_files) {
+		limit_hit(r, "Heuristics.Limits.Exceeded.MaxFiles");
+		return false;
+	}
+	if (now_ms() - r->started_ms > e->max_scan_time_ms) {
+		limit_hit(r, "Heuristics.Limits.Exceeded.MaxScanTime");
+		return false;
+	}
+	name = xstrndup(m->name, m->name_len);
+	buf_reset(&u->content);
+	if (m->encrypted) {
+		list_unscanned(u, name, m);
+		note_outcome(r, CL_VIRUS, "Heuristics.Encrypted.Zip");
+	} else if (m->usize > e->max_file_size) {
+		list_unscanned(u, name, m);
+		limit_hit(r, "Heuristics.Limits.Exceeded.MaxFileSize");
+	} else switch (zip_inflate(m, e->max_file_size, &u->content)) {
+	case ZIP_INFLATE_TOO_BIG:	/* its bytes were unpacked, if not scanned: they count */
+		list_unscanned(u, name, m);
+		limit_hit(r, "Heuristics.Limits.Exceeded.MaxFileSize");
+		if ((r->own_unpacked += e->max_file_size) > e->max_scan_size) {
+			limit_hit(r, "Heuristics.Limits.Exceeded.MaxScanSize");
+			go_on = false;
+		}
+		break;
+	case ZIP_INFLATE_UNSUPPORTED:
+		list_unscanned(u, name, m);
+		snprintf(why, sizeof(why), "zip member with compression method %u, which "
+			 "postern does not unpack", m->method);
+		note_incomplete(r, why);
+		break;
+	default:	/* whole, or what came before damage: scanned either way */
+		if ((r->own_unpacked += u->content.len) > e->max_scan_size) {
+			limit_hit(r, "Heuristics.Limits.Exceeded.MaxScanSize");
+			go_on = false;
+		} else
+			scan_part(e, &u->content, name, u->depth, r);
+	}
+	free(name);
+	return go_on;
+}
+
+/*
+ * unpack_zips - the zips this scan met that libclamav passes over (see
+ * zip.h), unpacked here and their members scanned; each level of nesting
+ * counts against max_recursion, every byte against max_scan_size
+ */
+static void
+unpack_zips(const struct clam_engine *e, struct scan_ctx *ctx, struct clam_result *r)
+{
+	struct pending_zip *z;
+
+	while ((z = ctx->zips) != NULL) {
+		struct zip_unpack u = { e, r, z->depth + 1, 0, { 0 } };
+
+		ctx->zips = z->next;
+		if (u.depth > e->max_recursion)
+			limit_hit(r, "Heuristics.Limits.Exceeded.MaxRecursion");
+		else {
+			buf_init(&u.content, 0);
+			zip_list(z->bytes, z->len, unpack_member, &u);
+			buf_release(&u.content);
+		}
+		free(z->bytes);
+		free(z);
+	}
 }
 
 /* is_identity - an encoding whose decoded bytes are the bytes in the message */
@@ -872,6 +1044,7 @@ clam_scan(const struct clam_engine *e, int fd, off_t size, const struct mime_tre
 	int rc;
 
 	memset(r, 0, sizeof(*r));
+	r->started_ms = start;
 	if (e->own_mime && tree != NULL && tree->broken_reason == NULL)
 		rc = scan_parts(e, fd, size, tree, r, start);
 	else

@@ -54,6 +54,9 @@ struct clam_result {
 	struct clam_file *files;	/* every file looked at, owned */
 	size_t	nfiles;			/* their count */
 	long	elapsed_ms;		/* how long the scan took */
+	/* bookkeeping while the scan runs (clam.c's own unpacking of zips) */
+	long long started_ms;		/* monotonic start, for max_scan_time */
+	size_t	own_unpacked;		/* bytes postern unpacked itself, for max_scan_size */
 };
 
 struct clam_engine *clam_engine_load(const struct clamav_cfg *cc, const char *tmpdir,

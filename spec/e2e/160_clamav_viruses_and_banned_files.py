@@ -16,7 +16,10 @@ Postern.Test.Blob.Hash (a binary blob generated here). Pinned behaviour:
     for: EICAR as the plain-text body, as a base64 attachment, inside a zip,
     inside a zip inside a zip, attached inside a forwarded message/rfc822,
     as an attachment whose closing boundary never comes (damaged MIME),
-    uuencoded inside the plain-text body; our
+    uuencoded inside the plain-text body; inside a zip whose member has
+    ZIP64 sizes, one without its central directory, one whose end record
+    points outside it, and a ZIP64 zip inside a zip (libclamav 1.4 passes
+    these over; postern unpacks them itself; 7z extracts each); our
     own body signature (marker in a text part); our hash signature (the
     blob as a base64 attachment);
   banned files (P.banned, libclamav's file list): an .exe member of a zip
@@ -30,9 +33,11 @@ Postern.Test.Blob.Hash (a binary blob generated here). Pinned behaviour:
     parser does not pass the names on), an "invoice.pdf.gz" whose gzip header
     stores the name "invoice.exe" (by that name, type MEMBER_OF_GZ: gzip -N,
     7-Zip and WinRAR unpack it as invoice.exe; checked with gzip -N -d) ->
-    554 5.7.0 "Banned file NAME (TYPE)", not delivered; so is an attachment
-    named "=?X-NOPE?B?ZXZpbC5leGU=?=" (an unknown charset: its bytes are
-    decoded all the same, as mail readers show it, "evil.exe");
+    554 5.7.0 "Banned file NAME (TYPE)", not delivered; so are a setup.exe
+    in a zip without its central directory (by name) and an MZ file named
+    report.txt in a ZIP64 zip (by type MSEXE), and an attachment named
+    "=?X-NOPE?B?ZXZpbC5leGU=?=" (an unknown charset: its bytes are decoded
+    all the same, as mail readers show it, "evil.exe");
     and the same for a 3-byte "tiny.exe" zip member and an empty "empty.exe"
     attachment: P.banned and msg:files() document "every file in the
     message", and amavisd-new bans by name whatever the size (libclamav
@@ -53,7 +58,8 @@ Postern.Test.Blob.Hash (a binary blob generated here). Pinned behaviour:
     not delivered, the log line hits clamav:unchecked; the same zip with
     EICAR in another part is a virus (discarded), not a 451; an encrypted
     zip's member names are in its (clear) directory: P.banned alone
-    ("banned_only") rejects "payload.exe" inside one;
+    ("banned_only") rejects "payload.exe" inside one; the encrypted zip
+    without its central directory is still 451 (Heuristics.Encrypted.Zip);
   encrypted RAR archives (RAR 4 and RAR 5, encrypted members or encrypted
     headers, built by hand; p7zip sees each as encrypted) are treated as the
     encrypted zip: 451 4.7.0 by default, hits clamav:unchecked, the log says
@@ -356,6 +362,29 @@ def zip_of(members):
     return f.getvalue()
 
 
+def zip64_of(members):
+    """A zip whose members carry ZIP64 sizes (Python's zipfile streaming with force_zip64,
+    as streaming writers make them); the central directory's sizes stay plain."""
+    f = io.BytesIO()
+    with zipfile.ZipFile(f, "w", zipfile.ZIP_DEFLATED) as z:
+        for name, content in members:
+            with z.open(name, "w", force_zip64=True) as m:
+                m.write(content)
+    return f.getvalue()
+
+
+def without_directory(data):
+    """The zip cut before its central directory: its local headers only (7-Zip still
+    extracts the members)."""
+    return data[:data.index(b"PK\x01\x02")]
+
+
+def end_record_astray(data):
+    """The zip with its end record saying 65535 entries, the directory far outside the file."""
+    i = data.rindex(b"PK\x05\x06")
+    return data[:i + 8] + b"\xff\xff\xff\xff" + data[i + 12:i + 16] + b"\xff\xff\xff\x7f" + data[i + 20:]
+
+
 def _crc_table():
     table = []
     for n in range(256):
@@ -437,6 +466,17 @@ VIRUSES = [
     ("EICAR inside a zip inside a zip", SIG_EICAR,
      dict(parts=[("outer.zip", "application/zip",
                   zip_of([("notes.txt", b"notes\n"), ("inner.zip", inner)]))])),
+    # zips libclamav 1.4 passes over without a word; postern unpacks them itself
+    ("EICAR inside a zip whose member has ZIP64 sizes", SIG_EICAR,
+     dict(parts=[("z64.zip", "application/zip", zip64_of([("eicar.txt", EICAR)]))])),
+    ("EICAR inside a zip without its central directory", SIG_EICAR,
+     dict(parts=[("cut.zip", "application/zip", without_directory(inner))])),
+    ("EICAR inside a zip whose end record points outside it", SIG_EICAR,
+     dict(parts=[("astray.zip", "application/zip", end_record_astray(inner))])),
+    ("EICAR inside a ZIP64 zip inside a zip", SIG_EICAR,
+     dict(parts=[("outer.zip", "application/zip",
+                  zip_of([("notes.txt", b"notes\n"),
+                          ("z64.zip", zip64_of([("e.txt", EICAR)]))]))])),
     ("our body signature (marker in a text part)", SIG_MARKER,
      dict(body=b"Some text before " + MARKER + b" and after.\r\n")),
     ("our hash signature (the blob as a base64 attachment)", SIG_BLOB,
@@ -482,6 +522,12 @@ BANNED_CASES = [
      dict(parts=[("invoice.zip", "application/zip",
                   zip_of([("readme.txt", b"read me\n"),
                           ("invoice.pdf.exe", b"not really a program, but the name says so\n")]))])),
+    ("an .exe inside a zip without its central directory (by file name)", r"setup\.exe \(\w+\)",
+     dict(parts=[("cut.zip", "application/zip",
+                  without_directory(zip_of([("readme.txt", b"read me\n"),
+                                            ("setup.exe", b"not a program\n")])))])),
+    ("an MZ executable named report.txt in a ZIP64 zip (by type MSEXE)", r"report\.txt \(MSEXE\)",
+     dict(parts=[("z64.zip", "application/zip", zip64_of([("report.txt", MZ)]))])),
     # RFC 2047 in a charset nobody knows: mail readers still decode the bytes
     ("an attachment named =?X-NOPE?B?ZXZpbC5leGU=?= (by the decoded name)",
      r"evil\.exe \([\w/.-]+\)",
@@ -530,6 +576,19 @@ for label, maker, names in (("RAR 4", rar4_of, ["readme.txt", "setup.exe"]),
     p = subprocess.run(["7z", "l", "-slt", f], capture_output=True, text=True, timeout=60)
     t.eq(re.findall(r"(?m)^Path = (.+)$", p.stdout)[1:], names,
          "the hand-made %s archive lists its names in p7zip" % label, p.stdout[-800:])
+# ... and the zips libclamav passes over are ones 7-Zip extracts, EICAR and all
+for label, data in (("ZIP64 sizes", zip64_of([("eicar.txt", EICAR)])),
+                    ("no central directory", without_directory(inner)),
+                    ("end record astray", end_record_astray(inner))):
+    zd = os.path.join(WS, "zip-" + label.replace(" ", "-"))
+    os.makedirs(zd, exist_ok=True)
+    with open(os.path.join(zd, "a.zip"), "wb") as out:
+        out.write(data)
+    p = subprocess.run(["7z", "x", "-y", "-oout", "a.zip"], cwd=zd, capture_output=True,
+                       text=True, timeout=60)
+    got = os.path.join(zd, "out", "eicar.txt")
+    t.ok(os.path.isfile(got) and open(got, "rb").read() == EICAR,
+         "the zip with %s: 7z extracts eicar.txt whole" % label, p.stdout[-600:] + p.stderr[-300:])
 # ... and the gzip header's name is one gzip itself restores (gzip -N -d)
 gzd = os.path.join(WS, "gzip-n")
 os.makedirs(gzd, exist_ok=True)
@@ -706,6 +765,15 @@ if ezip is not None:
          "encrypted zip and EICAR: the virus is found (discarded), not a 451 for the encrypted "
          "part", "%s\n%s" % (r.text, line))
     t.eq(len(copies(tok)), 0, "encrypted zip and EICAR: not delivered")
+    # without its directory the encrypted member is found by postern's own walk
+    tok, data = make("encrypted zip cut", parts=[("secret.zip", "application/zip",
+                                                  without_directory(ezip))])
+    r = transact(pd.ports["inc"], ["user@example.com"], data)
+    t.match(r"^451 4\.7\.0 id=\w+, Virus scan incomplete, try again later$", r.text,
+            "encrypted zip without its directory: 451 4.7.0 as the whole one")
+    t.match(r"policy inc: clamav: scan incomplete: Heuristics\.Encrypted\.Zip", pd.log(),
+            "encrypted zip without its directory: the log says Heuristics.Encrypted.Zip")
+    t.eq(len(copies(tok)), 0, "encrypted zip without its directory: not delivered")
 
 # ---------------------------------------------------------------- encrypted rar
 # Debian's libclamav cannot look inside a RAR at all (no unrar): postern's reading of the

@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "rar.h"
+#include "util/le.h"
 
 #define RAR4_SIG	"Rar!\x1a\x07\x00"
 #define RAR4_SIG_LEN	7
@@ -42,18 +43,6 @@
 #define R5_FILE_MTIME	0x0002
 #define R5_FILE_CRC	0x0004
 #define R5_EXTRA_CRYPT	1	/* extra record: file encryption */
-
-static uint32_t
-le16(const unsigned char *p)
-{
-	return (uint32_t)p[0] | (uint32_t)p[1] << 8;
-}
-
-static uint32_t
-le32(const unsigned char *p)
-{
-	return le16(p) | le16(p + 2) << 16;
-}
 
 /* rar_is_archive - does the buffer start with a RAR signature */
 bool

@@ -14,6 +14,7 @@
 
 #include "zip.h"
 #include "util/buf.h"
+#include "util/le.h"
 
 #define SIG_LOCAL	"PK\x03\x04"
 #define SIG_CENTRAL	"PK\x01\x02"
@@ -41,24 +42,6 @@ struct directory {
 	uint64_t shift;		/* bytes before the archive: added to every offset */
 	unsigned flags;		/* ZIP_USES_ZIP64 / ZIP_NO_DIRECTORY */
 };
-
-static uint32_t
-le16(const unsigned char *p)
-{
-	return (uint32_t)p[0] | (uint32_t)p[1] << 8;
-}
-
-static uint32_t
-le32(const unsigned char *p)
-{
-	return le16(p) | le16(p + 2) << 16;
-}
-
-static uint64_t
-le64(const unsigned char *p)
-{
-	return (uint64_t)le32(p) | (uint64_t)le32(p + 4) << 32;
-}
 
 /* fits - do n bytes from off lie inside a buffer of len */
 static bool
@@ -321,6 +304,19 @@ local_walk(const unsigned char *p, size_t len, zip_member_fn *each, void *arg, u
 	return 0;
 }
 
+/* inspect - find the directory and walk it once, for its flags (zip_inspect's) */
+static unsigned
+inspect(const unsigned char *p, size_t len, struct directory *dir)
+{
+	unsigned flags;
+
+	find_directory(p, len, dir);
+	flags = dir->flags;
+	if (!(flags & ZIP_NO_DIRECTORY) && central_walk(p, len, dir, NULL, NULL, &flags) < 0)
+		flags |= ZIP_NO_DIRECTORY;
+	return flags;
+}
+
 /*
  * zip_inspect - what in this archive libclamav would not read: a ZIP64
  * field (ZIP_USES_ZIP64), a missing or broken central directory
@@ -330,30 +326,21 @@ unsigned
 zip_inspect(const unsigned char *p, size_t len)
 {
 	struct directory dir;
-	unsigned flags;
 
-	find_directory(p, len, &dir);
-	flags = dir.flags;
-	if (!(flags & ZIP_NO_DIRECTORY) && central_walk(p, len, &dir, NULL, NULL, &flags) < 0)
-		flags |= ZIP_NO_DIRECTORY;
-	return flags;
+	return inspect(p, len, &dir);
 }
 
 /*
  * zip_list - call each for every member: from the central directory, or
- * from the local headers when the directory is missing or breaks off
- * before its first entry. Returns zip_inspect's flags.
+ * from the local headers when the directory is missing or cannot be walked
+ * to its end. Returns zip_inspect's flags.
  */
 int
 zip_list(const unsigned char *p, size_t len, zip_member_fn *each, void *arg)
 {
 	struct directory dir;
-	unsigned flags;
+	unsigned flags = inspect(p, len, &dir);
 
-	find_directory(p, len, &dir);
-	flags = dir.flags;
-	if (!(flags & ZIP_NO_DIRECTORY) && central_walk(p, len, &dir, NULL, NULL, &flags) < 0)
-		flags |= ZIP_NO_DIRECTORY;
 	if (flags & ZIP_NO_DIRECTORY)
 		local_walk(p, len, each, arg, &flags);
 	else

@@ -12,6 +12,7 @@
 
 #include "rar.h"
 #include "util/buf.h"
+#include "put_le.h"
 #include "tap.h"
 
 struct listing {
@@ -39,21 +40,6 @@ list(const struct buf *b, struct listing *l)
 {
 	memset(l, 0, sizeof(*l));
 	return rar_list((const unsigned char *)b->ptr, b->len, collect, l);
-}
-
-static void
-put16(struct buf *b, unsigned v)
-{
-	unsigned char c[2] = { v & 0xff, v >> 8 & 0xff };
-
-	buf_append(b, (const char *)c, 2);
-}
-
-static void
-put32(struct buf *b, unsigned long v)
-{
-	put16(b, v & 0xffff);
-	put16(b, v >> 16 & 0xffff);
 }
 
 /* ---------------------------------------------------------------- RAR 1.5-4.x */

@@ -16,6 +16,7 @@
 
 #include "zip.h"
 #include "util/buf.h"
+#include "put_le.h"
 #include "tap.h"
 
 #define MAX_LISTED 8
@@ -62,28 +63,6 @@ list(const struct buf *b, struct listing *l)
 {
 	memset(l, 0, sizeof(*l));
 	return zip_list((const unsigned char *)b->ptr, b->len, collect, l);
-}
-
-static void
-put16(struct buf *b, unsigned v)
-{
-	unsigned char c[2] = { v & 0xff, v >> 8 & 0xff };
-
-	buf_append(b, (const char *)c, 2);
-}
-
-static void
-put32(struct buf *b, unsigned long v)
-{
-	put16(b, v & 0xffff);
-	put16(b, v >> 16 & 0xffff);
-}
-
-static void
-put64(struct buf *b, unsigned long long v)
-{
-	put32(b, v & 0xffffffffUL);
-	put32(b, v >> 32);
 }
 
 /* deflated - text compressed as a raw deflate stream, into out */

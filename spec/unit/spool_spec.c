@@ -138,6 +138,11 @@ main(void)
 	one_message("small message", 4098, 1000, 1, "memory");
 	one_message("empty message", 0, 1, 2, "memory");
 	one_message("one byte under the buffer", BUFFER - 1, 4096, 3, "memory");
+	/* the memory file is reused without being emptied: a shorter message
+	 * must still end where it ends, with nothing of the one before */
+	one_message("shorter message after a longer one, both in memory", 1000, 333, 10, "memory");
+	one_message("same length again", 1000, 1000, 11, "memory");
+	one_message("longer again, still in memory", 3000, 1024, 12, "memory");
 	one_message("exactly the buffer", BUFFER, 4096, 4, "disk");
 	one_message("large message, written in odd pieces", 5 * BUFFER + 17, 9973, 5, "disk");
 	/* after a large message the reused spool starts in memory again, and

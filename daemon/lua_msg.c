@@ -46,11 +46,36 @@ struct lrcpt {
 	size_t	index;			/* into in->m->rcpts */
 };
 
+/*
+ * Each class's metatable is also in the registry under the address of one of
+ * these, so that checking an argument's class compares two tables instead of
+ * looking the class name up as a string (luaL_checkudata): every msg method
+ * does it on every call, and on the name it cost more than the check.
+ */
+static const char msg_class_key, rcpt_class_key;
+
+/* check_class - the userdata at idx if its metatable is the one under key, else raise */
+static void *
+check_class(lua_State *L, int idx, const void *key, const char *name)
+{
+	void *p = lua_touserdata(L, idx);
+	bool same = false;
+
+	if (p != NULL && lua_getmetatable(L, idx)) {
+		lua_rawgetp(L, LUA_REGISTRYINDEX, key);
+		same = lua_rawequal(L, -1, -2);
+		lua_pop(L, 2);
+	}
+	if (!same)
+		luaL_typeerror(L, idx, name);
+	return p;
+}
+
 /* check_msg - the msg at idx, raising if it is not one or no longer valid */
 struct policy_input *
 lua_msg_check(lua_State *L, int idx)
 {
-	struct lmsg *lm = luaL_checkudata(L, idx, MSG_CLASS);
+	struct lmsg *lm = check_class(L, idx, &msg_class_key, MSG_CLASS);
 
 	if (lm->in == NULL)
 		luaL_error(L, "message no longer valid (kept after the chain ended?)");
@@ -61,7 +86,7 @@ lua_msg_check(lua_State *L, int idx)
 static struct recipient *
 check_rcpt(lua_State *L, int idx, struct policy_input **in_r)
 {
-	struct lrcpt *lr = luaL_checkudata(L, idx, RCPT_CLASS);
+	struct lrcpt *lr = check_class(L, idx, &rcpt_class_key, RCPT_CLASS);
 
 	if (lr->owner->in == NULL)
 		luaL_error(L, "recipient no longer valid (kept after the chain ended?)");
@@ -691,14 +716,16 @@ static const luaL_Reg msg_methods[] = {
 static int
 msg_index(lua_State *L)
 {
-	struct policy_input *in = lua_msg_check(L, 1);
-	const char *key = luaL_checkstring(L, 2);
+	struct policy_input *in;
+	const char *key;
 
 	/* methods first: rules call them far more often than they read fields */
-	luaL_getmetafield(L, 1, "methods");
-	if (lua_getfield(L, -1, key) != LUA_TNIL)
+	lua_pushvalue(L, 2);
+	if (lua_rawget(L, lua_upvalueindex(1)) != LUA_TNIL)
 		return 1;
-	lua_pop(L, 2);
+	lua_pop(L, 1);
+	in = lua_msg_check(L, 1);
+	key = luaL_checkstring(L, 2);
 	if (strcmp(key, "id") == 0)
 		lua_pushstring(L, in->m->id);
 	else if (strcmp(key, "sender") == 0)
@@ -1077,8 +1104,8 @@ rcpt_index(lua_State *L)
 	else if (strcmp(key, "added") == 0)
 		lua_pushboolean(L, r->added);
 	else {
-		luaL_getmetafield(L, 1, "methods");
-		lua_getfield(L, -1, key);
+		lua_pushvalue(L, 2);
+		lua_rawget(L, lua_upvalueindex(1));
 	}
 	return 1;
 }
@@ -1099,16 +1126,25 @@ msg_tostring(lua_State *L)
 	return 1;
 }
 
-/* register_class - metatable name with __index, __tostring and a methods table */
+/*
+ * register_class - metatable name (also under key) with __index, __tostring and
+ * a methods table
+ *
+ * __index gets the methods table as its upvalue: a method is found with one
+ * raw table read, before any field name is compared.
+ */
 static void
-register_class(lua_State *L, const char *name, const luaL_Reg *methods, lua_CFunction index,
-	       lua_CFunction tostring)
+register_class(lua_State *L, const char *name, const void *key, const luaL_Reg *methods,
+	       lua_CFunction index, lua_CFunction tostring)
 {
 	luaL_newmetatable(L, name);
+	lua_pushvalue(L, -1);
+	lua_rawsetp(L, LUA_REGISTRYINDEX, key);
 	lua_newtable(L);
 	luaL_setfuncs(L, methods, 0);
-	lua_setfield(L, -2, "methods");
-	lua_pushcfunction(L, index);
+	lua_pushvalue(L, -1);
+	lua_setfield(L, -3, "methods");
+	lua_pushcclosure(L, index, 1);
 	lua_setfield(L, -2, "__index");
 	lua_pushcfunction(L, tostring);
 	lua_setfield(L, -2, "__tostring");
@@ -1121,12 +1157,12 @@ register_class(lua_State *L, const char *name, const luaL_Reg *methods, lua_CFun
 void
 lua_msg_open(lua_State *L)
 {
-	register_class(L, MSG_CLASS, msg_methods, msg_index, msg_tostring);
+	register_class(L, MSG_CLASS, &msg_class_key, msg_methods, msg_index, msg_tostring);
 	luaL_getmetatable(L, MSG_CLASS);
 	lua_getfield(L, -1, "methods");
 	lua_scan_methods(L);		/* msg:clamav(), msg:files(), msg:spamd() */
 	lua_pop(L, 2);
-	register_class(L, RCPT_CLASS, rcpt_methods, rcpt_index, rcpt_tostring);
+	register_class(L, RCPT_CLASS, &rcpt_class_key, rcpt_methods, rcpt_index, rcpt_tostring);
 	lua_pushcfunction(L, luaopen_postern_core);
 	lua_setfield(L, -2, "postern.core");
 }

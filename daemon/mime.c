@@ -560,6 +560,25 @@ walk_line(struct walk *w)
 		header_line(w);
 }
 
+/*
+ * only_body_left - nothing after this line can change the tree
+ *
+ * The part on top is in its body and no multipart is open around it: no
+ * later line can be a header line or a boundary (or look like one), so the
+ * part runs to the end of the message and the walk need not read the rest.
+ * That is the whole body of most single-part mail.
+ */
+static bool
+only_body_left(const struct walk *w)
+{
+	if (w->stack[w->nopen - 1].in_header)
+		return false;
+	for (size_t k = 0; k < w->nopen; k++)
+		if (w->stack[k].kind == OPEN_MULTIPART)
+			return false;
+	return true;
+}
+
 /* line_cap - how much of the next line to copy */
 static size_t
 line_cap(const struct walk *w)
@@ -602,6 +621,10 @@ mime_walk(int fd, off_t size, const struct mime_limits *lim, struct mime_tree *t
 	while ((got = read_line(&w.rd, line_cap(&w))) > 0) {
 		walk_line(&w);
 		w.prev_eol_len = w.rd.eol_len;
+		if (only_body_left(&w)) {
+			got = 0;
+			break;
+		}
 	}
 	if (got == 0) {
 		while (w.nopen > 0)
